@@ -1,0 +1,1 @@
+"""Example kayle-webhooks plugin."""

@@ -1,0 +1,1 @@
+"""Handlers of the example plugin (to be written)."""

@@ -1,0 +1,138 @@
+"""The receiver: a Starlette app whose one POST route reads top to bottom.
+
+read the body (capped) → verify the signature → parse the JWE header →
+decrypt with the keyring → read the envelope → intake (atomic) → answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from receiver import jwe, logs, signature
+from receiver.body import read_body
+from receiver.envelope import read_envelope
+from receiver.errors import DeliveryRejected
+from receiver.intake import Intake
+from receiver.jobs import Delivery
+from receiver.logs import log
+from receiver.settings import Config, load_config
+
+logger = logging.getLogger("kayle.receiver")
+
+Clock = Callable[[], float]
+_MAX_LOGGED_HEADER = 200
+
+
+def connect_redis(url: str) -> Redis:
+    """An asyncio Redis client that fails fast, so a dead Redis answers 503 well inside Kayle's 15 s."""
+    return Redis.from_url(
+        url,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=30,
+    )
+
+
+def create_app(config: Config, clock: Clock = time.time) -> Starlette:
+    settings = config.settings
+    redis = connect_redis(settings.redis_url)
+    intake = Intake(redis, settings)
+
+    async def receive(request: Request) -> Response:
+        started = time.perf_counter()
+        facts: dict[str, str | None] = {
+            "delivery_id": _header(request, "x-kayle-delivery-id"),
+            "event_id": None,
+            "type": None,
+            "kid": None,
+        }
+        try:
+            body = await read_body(request, settings.max_body_bytes, settings.body_timeout_seconds)
+            signature.verify(
+                request.headers.get(signature.HEADER), body, config.secrets, clock(), settings.tolerance_seconds
+            )
+            parsed = jwe.parse(body)
+            facts["kid"] = parsed.kid
+            plaintext = jwe.decrypt(parsed, config.keyring)
+            envelope = read_envelope(plaintext)
+            facts.update(event_id=envelope.event_id, type=envelope.type)
+            delivery = Delivery(
+                jwe=body.decode("ascii").strip(),
+                event_id=envelope.event_id,
+                event_type=envelope.type,
+                kid=parsed.kid,
+                delivery_id=facts["delivery_id"],
+                received_at=clock(),
+            )
+            outcome = await intake.store(delivery)
+        except DeliveryRejected as rejection:
+            _log_request(rejection.code, rejection.status, facts, started)
+            return JSONResponse(rejection.body(), status_code=rejection.status)
+        _log_request(outcome, 200, facts, started)
+        return JSONResponse({"status": outcome, "event_id": envelope.event_id})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await redis.ping()
+        except (RedisError, OSError):
+            return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ready", "keys": len(config.keyring)})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log(logger, logging.INFO, "receiver ready", path=settings.path, kids=",".join(config.keyring))
+        yield
+        await redis.aclose()
+
+    routes = [
+        Route(settings.path, receive, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _header(request: Request, name: str) -> str | None:
+    value = request.headers.get(name)
+    return value[:_MAX_LOGGED_HEADER] if value is not None else None
+
+
+def _log_request(outcome: str, status: int, facts: dict[str, str | None], started: float) -> None:
+    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    if outcome == "unknown_kid":
+        log(
+            logger,
+            logging.ERROR,
+            "delivery encrypted to a kid with no private key in KAYLE_KEY_DIR: add that key, "
+            "Kayle retries this delivery for about 32 hours",
+            outcome=outcome,
+            status=status,
+            **facts,
+            duration_ms=duration_ms,
+        )
+        return
+    level = logging.WARNING if status >= 500 else logging.INFO
+    log(logger, level, "delivery", outcome=outcome, status=status, **facts, duration_ms=duration_ms)
+
+
+def app_from_environment() -> Starlette:
+    """The factory ``uvicorn --factory`` calls in each receiver process."""
+    config = load_config()
+    logs.configure(config.settings.log_format, config.settings.log_level)
+    return create_app(config)

@@ -1,0 +1,29 @@
+"""Read a request body with the size cap enforced while reading, within a time limit."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+
+from receiver.errors import BodyRejected
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """Return the body, or raise :class:`BodyRejected` (413 over ``limit``, 408 slower than ``timeout``)."""
+    too_large = BodyRejected("payload_too_large", f"the body exceeds the {limit}-byte limit", 413)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyRejected("body_timeout", f"the body did not arrive within {timeout:g} s", 408) from None
+    return b"".join(chunks)

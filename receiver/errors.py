@@ -1,0 +1,54 @@
+"""Typed rejections of a delivery.
+
+Every step of the request path raises a subclass of :class:`DeliveryRejected`.
+Each carries a stable snake_case ``code``, the HTTP status it answers with and a
+message written for the sender's operator. Messages name what was wrong, never
+the content of the payload, a secret or key material.
+"""
+
+from __future__ import annotations
+
+
+class DeliveryRejected(Exception):
+    """A delivery that is answered with an error body instead of being accepted."""
+
+    status: int = 400
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def body(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class BodyRejected(DeliveryRejected):
+    """The request body could not be read within the limits (size, time)."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(code, message)
+        self.status = status
+
+
+class SignatureRejected(DeliveryRejected):
+    """``X-Kayle-Signature`` is missing, malformed, stale or does not match."""
+
+
+class JweRejected(DeliveryRejected):
+    """The JWE is malformed, outside the allow-list, for an unknown key, or does not decrypt."""
+
+
+class PayloadRejected(DeliveryRejected):
+    """The decrypted payload is not an event envelope we can route."""
+
+    status = 422
+
+
+class Unavailable(DeliveryRejected):
+    """Redis could not store the event; Kayle must retry."""
+
+    status = 503
+
+    def __init__(self, message: str = "the event store is unavailable; retry later") -> None:
+        super().__init__("unavailable", message)

@@ -1,0 +1,58 @@
+"""Logging: one record per fact, JSON lines by default, ``key=value`` text on request.
+
+Callers pass ids, codes and figures as ``fields``; nothing here ever sees a
+payload, a claim, a secret or a signature.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+FIELDS = "kayle_fields"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(getattr(record, FIELDS, {}))
+        if record.exc_info and record.exc_info[0] is not None:
+            # The exception type only: messages can carry payload data.
+            line["exception"] = record.exc_info[0].__name__
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        fields = " ".join(f"{k}={v}" for k, v in getattr(record, FIELDS, {}).items() if v is not None)
+        text = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[0] is not None:
+            fields += f" exception={record.exc_info[0].__name__}"
+        return f"{text} {fields}".rstrip()
+
+
+def configure(log_format: str = "json", level: str = "INFO") -> None:
+    """Route every logger (ours, uvicorn's, RQ's) through one handler on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "rq.worker", "rq"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+
+
+def log(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
+    logger.log(level, message, extra={FIELDS: fields})
