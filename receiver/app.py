@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from receiver import jwe, logs, signature
+from receiver import jwe, logs, metrics, signature
 from receiver.body import read_body
 from receiver.envelope import read_envelope
 from receiver.errors import DeliveryRejected
@@ -94,6 +94,13 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
             return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
         return JSONResponse({"status": "ready", "keys": len(config.keyring)})
 
+    async def metrics_endpoint(request: Request) -> Response:
+        try:
+            text = await metrics.render(redis, settings.queue)
+        except (RedisError, OSError):
+            return JSONResponse({"error": {"code": "unavailable", "message": "Redis is unreachable"}}, status_code=503)
+        return Response(text, media_type=metrics.CONTENT_TYPE)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log(logger, logging.INFO, "receiver ready", path=settings.path, kids=",".join(config.keyring))
@@ -104,6 +111,7 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
         Route(settings.path, receive, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
@@ -114,7 +122,9 @@ def _header(request: Request, name: str) -> str | None:
 
 
 def _log_request(outcome: str, status: int, facts: dict[str, str | None], started: float) -> None:
-    duration_ms = round((time.perf_counter() - started) * 1000, 2)
+    seconds = time.perf_counter() - started
+    metrics.observe(outcome, seconds)
+    duration_ms = round(seconds * 1000, 2)
     if outcome == "unknown_kid":
         log(
             logger,
