@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from receiver.keyring import KeyFileError, Keyring, load_keyring
@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     handlers: str = ""
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
+    api_url: str = "https://api.kayle.id"
+    endpoint_id: str = ""
 
     @field_validator("path")
     @classmethod
