@@ -36,7 +36,10 @@ for i = 2, 4 do
     return redis.error_reply('WRONGTYPE intake key ' .. KEYS[i] .. ' holds a ' .. t)
   end
 end
-redis.call('DEL', KEYS[2])
+if redis.call('DEL', KEYS[2]) == 1 then
+  -- a job left from a forgotten event: replace it, and never queue its id twice
+  redis.call('LREM', KEYS[3], 0, ARGV[2])
+end
 redis.call('HSET', KEYS[2], unpack(ARGV, 5))
 redis.call('SADD', KEYS[4], ARGV[3])
 redis.call('RPUSH', KEYS[3], ARGV[2])

@@ -11,7 +11,18 @@ import redis
 
 from receiver import keyring
 from receiver.settings import Config, load_config
-from tests.support import FIXTURE_KID, FIXTURE_TIME, FIXTURES, Fixture, load_fixtures, private_database
+from tests.support import (
+    FIXTURE_KID,
+    FIXTURE_TIME,
+    FIXTURES,
+    Fixture,
+    claim_values,
+    leaked_claims,
+    load_fixtures,
+    private_database,
+    redis_blobs,
+    sample_claim_values,
+)
 
 OTHER_KID = "second-key"
 
@@ -81,15 +92,37 @@ async def client(config: Config, redis_client: redis.Redis) -> AsyncIterator[htt
     from receiver.app import create_app
 
     app = create_app(config, clock=lambda: float(FIXTURE_TIME))
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://receiver"
-    ) as http:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://receiver") as http,
+    ):
         yield http
 
 
+@pytest.fixture(scope="session")
+def all_claim_values(fixtures: list[Fixture]) -> set[str]:
+    return claim_values(fixtures) | sample_claim_values()
+
+
 @pytest.fixture(autouse=True)
-def _capture_all_logs(caplog: pytest.LogCaptureFixture) -> None:
+def privacy_sweep(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture, all_claim_values: set[str]
+) -> Iterator[None]:
+    """After every test: no claim value in captured logs, in *.log files it left, or in its Redis database."""
     caplog.set_level(logging.DEBUG)
+    tmp_path: Path | None = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    url: str | None = request.getfixturevalue("redis_url") if "redis_url" in request.fixturenames else None
+    yield
+    leaks = [f"log record: {v}" for v in leaked_claims(caplog.text, all_claim_values)]
+    if tmp_path is not None:
+        for log_file in tmp_path.rglob("*.log"):
+            leaks += [f"{log_file.name}: {v}" for v in leaked_claims(log_file.read_bytes(), all_claim_values)]
+    if url is not None:
+        client = redis.Redis.from_url(url)
+        for key, blob in redis_blobs(client):
+            leaks += [f"redis {key}: {v}" for v in leaked_claims(blob, all_claim_values)]
+        client.close()
+    assert not leaks, f"claim values leaked: {sorted(set(leaks))[:10]}"
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -140,3 +141,52 @@ def running(argv: list[str], env: Mapping[str, str], log_path: Path) -> Iterator
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+
+
+def sample_claim_values() -> set[str]:
+    """Distinctive claim values that receiver.sender.sample_payload sends."""
+    from receiver.sender import sample_payload
+
+    claims = sample_payload("verification.session.succeeded")["data"]["claims"]
+    return {v for k, v in claims.items() if isinstance(v, str) and len(v) >= 6 and not k.startswith("kayle_")}
+
+
+def redis_blobs(client: redis.Redis) -> Iterator[tuple[str, bytes]]:
+    """Every key and value in the database as bytes (compressed RQ fields decompressed too)."""
+    import zlib
+
+    for key in client.scan_iter(count=500):
+        name = key.decode("utf-8", "replace")
+        yield name, key
+        kind = client.type(key).decode()
+        values: list[bytes] = []
+        if kind == "string":
+            values = [client.get(key) or b""]
+        elif kind == "hash":
+            for field, value in client.hgetall(key).items():
+                values += [field, value]
+        elif kind == "list":
+            values = list(client.lrange(key, 0, -1))
+        elif kind == "set":
+            values = list(client.smembers(key))
+        elif kind == "zset":
+            values = [member for member, _ in client.zrange(key, 0, -1, withscores=True)]
+        elif kind == "stream":
+            for _, entry in client.xrange(key):
+                for field, value in entry.items():
+                    values += [field, value]
+        for value in values:
+            yield name, value
+            with contextlib.suppress(zlib.error):
+                yield name, zlib.decompress(value)
+
+
+def leaked_claims(text: bytes | str, values: set[str]) -> list[str]:
+    """The claim values found in ``text`` (as UTF-8, JSON-escaped or pickled)."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    found = []
+    for value in values:
+        forms = {value.encode("utf-8"), json.dumps(value).strip('"').encode("ascii")}
+        if any(form in data for form in forms):
+            found.append(value)
+    return found

@@ -1,0 +1,74 @@
+"""Atomic intake: one job per event under concurrency, nothing half-written, 503 when Redis fails."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from rq import Queue
+
+from receiver.app import create_app
+from receiver.jobs import job_id, marker_key
+from receiver.sender import sign_delivery
+from receiver.settings import load_config
+from tests.support import FIXTURE_TIME, free_port
+
+pytestmark = pytest.mark.anyio
+PATH = "/webhooks/kayle"
+
+
+async def test_twenty_concurrent_copies_of_one_event_make_exactly_one_job(client, fixtures, redis_client):
+    fixture = fixtures[0]
+    copies = []
+    for n in range(20):
+        if n % 2:  # a retry of the same delivery, re-signed
+            copies.append(
+                sign_delivery(
+                    fixture.body, fixture.type, fixture.secret, FIXTURE_TIME + n, fixture.headers["X-Kayle-Delivery-Id"]
+                )
+            )
+        else:  # the same event under another delivery id (another subscribed endpoint)
+            copies.append(sign_delivery(fixture.body, fixture.type, fixture.secret, FIXTURE_TIME - n))
+    answers = await asyncio.gather(*(client.post(PATH, content=c.body, headers=c.headers) for c in copies))
+    assert [a.status_code for a in answers] == [200] * 20
+    statuses = sorted(a.json()["status"] for a in answers)
+    assert statuses == ["accepted"] + ["duplicate"] * 19
+    queue = Queue("kayle", connection=redis_client)
+    assert queue.job_ids == [job_id(fixture.event_id)]
+
+
+async def test_a_failure_inside_the_intake_leaves_no_marker_and_no_job(client, fixtures, redis_client):
+    """Redis refuses the write after the job would be stored (the queue key has the wrong type)."""
+    fixture = fixtures[0]
+    redis_client.set("rq:queue:kayle", "not a list")
+    answer = await client.post(PATH, content=fixture.body, headers=fixture.headers)
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "unavailable"
+    assert not redis_client.exists(marker_key(fixture.event_id))
+    assert not redis_client.exists(f"rq:job:{job_id(fixture.event_id)}")
+    assert redis_client.keys("*") == [b"rq:queue:kayle"]
+
+    redis_client.delete("rq:queue:kayle")  # Redis is healthy again: Kayle's retry is accepted, not a duplicate
+    retry = await client.post(PATH, content=fixture.body, headers=fixture.headers)
+    assert retry.json()["status"] == "accepted"
+    assert Queue("kayle", connection=redis_client).job_ids == [job_id(fixture.event_id)]
+
+
+async def test_redis_unreachable_answers_503_and_stores_nothing(env, monkeypatch, fixtures, redis_client):
+    monkeypatch.setenv("KAYLE_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    app = create_app(load_config(), clock=lambda: float(FIXTURE_TIME))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r") as http:
+        answer = await http.post(PATH, content=fixtures[0].body, headers=fixtures[0].headers)
+    assert answer.status_code == 503
+    assert answer.json() == {"error": {"code": "unavailable", "message": "the event store is unavailable; retry later"}}
+    assert redis_client.dbsize() == 0
+
+
+async def test_an_event_forgotten_while_its_job_still_exists_is_accepted_again(client, fixtures, redis_client):
+    fixture = fixtures[0]
+    assert (await client.post(PATH, content=fixture.body, headers=fixture.headers)).json()["status"] == "accepted"
+    redis_client.delete(marker_key(fixture.event_id))  # as `forget` does, while the job is still queued
+    again = await client.post(PATH, content=fixture.body, headers=fixture.headers)
+    assert again.json()["status"] == "accepted"
+    assert Queue("kayle", connection=redis_client).job_ids == [job_id(fixture.event_id)]
