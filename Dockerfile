@@ -1,0 +1,43 @@
+# kayle-webhooks: one image for the receiver (`serve`, the default) and the workers (`worker`).
+#
+#   docker build -t kayle-webhooks .
+#   docker build --build-arg PLUGINS="./examples/kayle_example_plugin" -t kayle-webhooks:example .
+#
+# PLUGINS: pip requirement specifiers (package names, or paths inside the build context) of the
+# handler plugins the workers load; installed into the same virtual environment.
+# BASE_IMAGE: any Debian-like image with python3 (3.11+) and its venv module.
+
+ARG BASE_IMAGE=python:3.12-slim
+
+FROM ${BASE_IMAGE} AS builder
+ARG PLUGINS=""
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY receiver ./receiver
+COPY workers ./workers
+COPY examples ./examples
+# hadolint ignore=SC2086
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir . ${PLUGINS} \
+    && /opt/venv/bin/kayle-webhooks --help > /dev/null
+
+FROM ${BASE_IMAGE}
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    KAYLE_KEY_DIR=/keys
+RUN groupadd --gid 10001 kayle \
+    && useradd --no-log-init --uid 10001 --gid kayle --home-dir /home/kayle --create-home \
+       --shell /usr/sbin/nologin kayle \
+    && mkdir -p /keys /data \
+    && chown kayle:kayle /data
+COPY --from=builder /opt/venv /opt/venv
+USER 10001:10001
+WORKDIR /data
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python3", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
+CMD ["kayle-webhooks", "serve", "--host", "0.0.0.0", "--port", "8000"]
