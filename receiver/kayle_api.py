@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 DEFAULT_URL = "https://api.kayle.id"
 PAGE_LIMIT = 100
@@ -62,10 +62,12 @@ class Endpoint(_Model):
 
 class CreatedEndpoint(_Model):
     endpoint: Endpoint
-    signing_secret: str
+    signing_secret: SecretStr  # shown once by Kayle; never in a repr, a log or an error
 
-    def __repr__(self) -> str:  # the secret is shown once, by the caller, on request only
-        return f"CreatedEndpoint(endpoint={self.endpoint!r}, signing_secret='whsec_…')"
+
+class RevealedSecret(_Model):
+    endpoint_id: str
+    signing_secret: SecretStr
 
 
 class EncryptionKey(_Model):
@@ -156,13 +158,9 @@ class KayleApi:
         path = f"/v1/webhooks/endpoints/{_segment(endpoint_id)}"
         return _parse(Endpoint, self.request("PATCH", path, json=changes))
 
-    def reveal_signing_secret(self, endpoint_id: str) -> str:
+    def reveal_signing_secret(self, endpoint_id: str) -> SecretStr:
         path = f"/v1/webhooks/endpoints/{_segment(endpoint_id)}/signing-secret/reveal"
-        data = self.request("POST", path)
-        secret = data.get("signing_secret") if isinstance(data, dict) else None
-        if not isinstance(secret, str):
-            raise KayleApiError(200, "INVALID_RESPONSE", "the revealed signing secret is missing from the answer")
-        return secret
+        return _parse(RevealedSecret, self.request("POST", path)).signing_secret
 
     def keys(self, endpoint_id: str) -> Iterator[EncryptionKey]:
         path = f"/v1/webhooks/endpoints/{_segment(endpoint_id)}/keys"
