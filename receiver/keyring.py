@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 MIN_BITS = 2048
+KID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 KEY_SUFFIXES = (".pem", ".json")
 
@@ -172,6 +174,21 @@ def fingerprint(key: rsa.RSAPublicKey) -> str:
 
 def generate(bits: int = 4096) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def write_key(directory: Path, kid: str, bits: int = 4096) -> Path:
+    """Generate a key and store it as ``<kid>.pem`` (mode 0600) in ``directory``; never overwrite one."""
+    if not KID_PATTERN.fullmatch(kid):
+        raise KeyFileError(f"{kid[:40]!r}: a kid is 1-128 letters, digits, '-' or '_' (it becomes the file name)")
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for suffix in KEY_SUFFIXES:
+        if (directory / f"{kid}{suffix}").exists():
+            raise KeyFileError(f"{kid}{suffix}: a key with kid {kid!r} already exists in {directory}")
+    path = directory / f"{kid}.pem"
+    data = pem(generate(bits))
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
+        file.write(data)
+    return path
 
 
 def pem(key: rsa.RSAPrivateKey) -> bytes:
