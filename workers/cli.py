@@ -101,16 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--events", default=None, help="comma-separated event types (default: all)")
     register.add_argument("--kid", default=None, help="key id to register (default: newest key or a new one)")
     register.add_argument("--show-secret", action="store_true", help="also print the whsec_ secret")
+    register.add_argument("--bits", type=int, choices=[2048, 3072, 4096], default=4096, help="new key size")
     _command(register, "receiver.management:register_command")
 
     rotate = sub.add_parser(
         "rotate-key", help="generate and register a new key; keep the old one for retries"
     )
-    rotate.add_argument("--kid", default=None, help="key id for the new key (default: generated)")
+    rotate.add_argument(
+        "--kid", default=None, help="key id for the new key (default: generated; an existing unregistered key is used)"
+    )
+    rotate.add_argument("--bits", type=int, choices=[2048, 3072, 4096], default=4096, help="new key size")
     _command(rotate, "receiver.management:rotate_key_command")
 
     reconcile = sub.add_parser("reconcile", help="ask Kayle to retry failed deliveries not accepted here")
-    reconcile.add_argument("--since", default="7d", help="look back this far, e.g. 36h or 7d (default 7d)")
+    reconcile.add_argument("--since", default="9d", help="look back this far, e.g. 36h or 7d (default 9d)")
     reconcile.add_argument(
         "--dry-run", action="store_true", help="report what would be retried, change nothing"
     )
