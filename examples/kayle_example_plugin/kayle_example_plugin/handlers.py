@@ -1,1 +1,99 @@
-"""Handlers of the example plugin (to be written)."""
+"""Handlers of the example plugin: one SQLite row per event (session id, type, outcome).
+
+Registered through the entry point ``kayle_webhooks.handlers`` in this
+package's ``pyproject.toml``. The store is ``$KAYLE_EXAMPLE_DB`` (default
+``kayle-example.sqlite3`` in the worker's working directory).
+
+What it shows:
+- ``@on_any`` receives every event, known types as typed models and others as
+  ``GenericEvent``; ``match`` on the model class picks the outcome.
+- Idempotence: delivery is at-least-once, so the row is keyed by event id and
+  written with an upsert; running the handler twice leaves one row.
+- Privacy: it stores and logs ids, the type and the outcome, never a claim.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from contextlib import closing
+
+from workers import (
+    Context,
+    Event,
+    GenericEvent,
+    SessionCancelled,
+    SessionExpired,
+    SessionFailed,
+    SessionSucceeded,
+    on_any,
+)
+
+DB_ENV = "KAYLE_EXAMPLE_DB"
+DEFAULT_DB = "kayle-example.sqlite3"
+
+logger = logging.getLogger("kayle_example_plugin")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    event_id    TEXT PRIMARY KEY,
+    session_id  TEXT,
+    type        TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    attempt     INTEGER NOT NULL
+)
+"""
+
+UPSERT = """
+INSERT INTO events (event_id, session_id, type, outcome, received_at, attempt)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (event_id) DO UPDATE SET
+    session_id = excluded.session_id, type = excluded.type, outcome = excluded.outcome,
+    received_at = excluded.received_at, attempt = excluded.attempt
+"""
+
+
+def outcome_of(event: Event) -> str:
+    """A short, claim-free summary of how the session ended."""
+    match event:
+        case SessionSucceeded():
+            return "succeeded"
+        case SessionFailed():
+            return f"failed: {event.data.failure_code}"
+        case SessionExpired():
+            return "expired"
+        case SessionCancelled():
+            return f"cancelled: {event.data.reason}"
+        case GenericEvent():
+            return "unknown type"
+    return "unknown type"
+
+
+def database_path() -> str:
+    return os.environ.get(DB_ENV) or DEFAULT_DB
+
+
+def connect() -> sqlite3.Connection:
+    """Open the store (several worker processes may write at once: wait for the lock)."""
+    connection = sqlite3.connect(database_path(), timeout=30)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute(SCHEMA)
+    return connection
+
+
+@on_any
+def record(event: Event, ctx: Context) -> None:
+    """Upsert one row for the event."""
+    row = (
+        ctx.event_id,
+        event.session_id,
+        ctx.event_type,
+        outcome_of(event),
+        ctx.received_at.isoformat(),
+        ctx.attempt,
+    )
+    with closing(connect()) as connection, connection:
+        connection.execute(UPSERT, row)
+    logger.info("recorded %s %s (attempt %d)", ctx.event_type, ctx.event_id, ctx.attempt)

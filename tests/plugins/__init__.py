@@ -1,0 +1,1 @@
+"""Handler plugins and helpers for the worker tests (loaded through KAYLE_HANDLERS)."""

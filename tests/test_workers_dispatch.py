@@ -1,0 +1,286 @@
+"""Workers in this process (RQ SimpleWorker, burst) on the real Redis, fed by the real receiver app."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import redis
+from rq.job import Job
+
+from receiver.jobs import job_id, marker_key, progress_key
+from receiver.keyring import Keyring, load_keyring
+from receiver.stats import STATS_KEY
+from tests.plugins.harness import (
+    configure_in_process,
+    drain,
+    failed_ids,
+    leaked,
+    log_texts,
+    post_all,
+    redis_blobs,
+    worker_env,
+)
+from tests.plugins.recorder import ok_counts, read_records
+from tests.support import FIXTURE_KID, Fixture, claim_values
+from workers import dispatch, failures
+from workers.registry import Registry
+
+pytestmark = pytest.mark.anyio
+
+RECORDER_HANDLERS = {"succeeded", "terminal", "audit", "flaky", "broken", "hang"}
+
+
+def expected_handlers(event_type: str) -> set[str]:
+    own = {"verification.session.succeeded": {"succeeded"}}.get(event_type, set())
+    if event_type in ("verification.session.failed", "verification.session.expired", "verification.session.cancelled"):
+        own = {"terminal"}
+    return own | {"audit", "flaky", "broken", "hang"}
+
+
+async def post(fixture: Fixture) -> str:
+    return (await post_all([fixture]))[0]
+
+
+def by_name(fixtures: list[Fixture], name: str) -> Fixture:
+    return next(f for f in fixtures if f.name == name)
+
+
+def assert_private(redis_client: redis.Redis, fixtures: list[Fixture], *texts: str) -> None:
+    assert leaked(claim_values(fixtures), redis_blobs(redis_client), texts) == set()
+
+
+async def test_every_fixture_reaches_its_handlers_exactly_once_with_its_model(
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_client: redis.Redis,
+    fixtures: list[Fixture],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    values = worker_env(env, tmp_path, monkeypatch)
+    settings = configure_in_process()
+    assert await post_all(fixtures) == ["accepted"] * len(fixtures)
+
+    drain(settings, redis_client)
+
+    records = read_records(Path(values["KAYLE_TEST_RECORD"]))
+    counts = ok_counts(records)
+    for fixture in fixtures:
+        for handler in RECORDER_HANDLERS:
+            wanted = 1 if handler in expected_handlers(fixture.type) else 0
+            assert counts.get((handler, fixture.event_id), 0) == wanted, (fixture.name, handler)
+    models = {
+        "verification.session.succeeded": "SessionSucceeded",
+        "verification.session.failed": "SessionFailed",
+        "verification.session.expired": "SessionExpired",
+        "verification.session.cancelled": "SessionCancelled",
+        "verification.session.review_required": "GenericEvent",
+    }
+    payloads = {f.event_id: f.expected_payload for f in fixtures}
+    for record in records:
+        assert record["model"] == models[record["type"]]
+        assert record["attempt"] == 1
+        assert record["kid"] == FIXTURE_KID
+        if "payload" in record:  # every field, unknown ones included, exactly as sent
+            assert record["payload"] == payloads[record["event_id"]]
+    future = by_name(fixtures, "verification.session.review_required")
+    audit = next(r for r in records if r["handler"] == "audit" and r["event_id"] == future.event_id)
+    assert audit["payload"]["data"]["review_reason"] == "age_borderline"
+    assert audit["payload"]["metadata"]["review_id"] == "rev_7wxphnzm6nlrbe7j6ib8ohz1"
+    assert failed_ids(redis_client, settings.queue) == []
+    for fixture in fixtures:
+        assert redis_client.exists(marker_key(fixture.event_id)) == 1
+        assert redis_client.exists(progress_key(fixture.event_id)) == 0
+        assert redis_client.exists(Job.key_for(job_id(fixture.event_id))) == 0
+    assert_private(redis_client, fixtures, caplog.text, *log_texts(caplog))
+
+
+async def test_a_handler_failing_twice_then_succeeding_does_not_rerun_the_others(
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_client: redis.Redis,
+    fixtures: list[Fixture],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    values = worker_env(env, tmp_path, monkeypatch, KAYLE_TEST_FLAKY="2", KAYLE_RETRY_INTERVALS="1,1")
+    settings = configure_in_process()
+    fixture = by_name(fixtures, "verification.session.succeeded")
+    await post(fixture)
+
+    drain(settings, redis_client)
+
+    records = read_records(Path(values["KAYLE_TEST_RECORD"]))
+    flaky = [(r["attempt"], r["outcome"]) for r in records if r["handler"] == "flaky"]
+    assert flaky == [(1, "error"), (2, "error"), (3, "ok")]
+    counts = ok_counts(records)
+    assert counts[("succeeded", fixture.event_id)] == 1
+    assert counts[("audit", fixture.event_id)] == 1
+    assert failed_ids(redis_client, settings.queue) == []
+    assert redis_client.exists(progress_key(fixture.event_id)) == 0
+    stats = redis_client.hgetall(STATS_KEY)
+    assert stats[b"runs\ttests.plugins.recorder.flaky\terror"] == b"2"
+    assert stats[b"runs\ttests.plugins.recorder.flaky\tok"] == b"1"
+    assert_private(redis_client, fixtures, caplog.text, *log_texts(caplog))
+
+
+async def test_an_always_failing_handler_waits_in_the_failed_registry_until_fixed_and_requeued(
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_client: redis.Redis,
+    fixtures: list[Fixture],
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    flag = tmp_path / "broken"
+    flag.touch()
+    values = worker_env(env, tmp_path, monkeypatch, KAYLE_TEST_BROKEN=str(flag), KAYLE_RETRY_INTERVALS="1,1")
+    settings = configure_in_process()
+    fixture = by_name(fixtures, "verification.session.succeeded.A192GCM")
+    await post(fixture)
+
+    drain(settings, redis_client)
+
+    assert failed_ids(redis_client, settings.queue) == [job_id(fixture.event_id)]
+    job = Job.fetch(job_id(fixture.event_id), connection=redis_client)
+    stored = job.latest_result()
+    assert stored is not None and stored.exc_string is not None
+    assert "tests.plugins.recorder.broken raised ValueError <- KeyError" in stored.exc_string
+    assert 'recorder.py", line' in stored.exc_string  # the frames are kept for the operator
+    assert "cannot provision" not in stored.exc_string  # the message is not
+    assert_private(redis_client, fixtures, caplog.text, *log_texts(caplog))
+
+    assert failures.list_command(argparse.Namespace()) == 0
+    listing = capsys.readouterr().out
+    assert fixture.event_id in listing
+    assert "verification.session.succeeded" in listing
+    assert "tests.plugins.recorder.broken" in listing
+    assert "ValueError <- KeyError" in listing
+    assert " 3 " in listing  # attempts: the first run and two retries
+    assert leaked(claim_values(fixtures), [], [listing]) == set()
+
+    flag.unlink()  # "fix" the handler
+    assert failures.requeue_command(argparse.Namespace(event_ids=[fixture.event_id], all=False)) == 0
+    drain(settings, redis_client)
+
+    records = read_records(Path(values["KAYLE_TEST_RECORD"]))
+    broken = [(r["attempt"], r["outcome"]) for r in records if r["handler"] == "broken"]
+    assert broken == [(1, "error"), (2, "error"), (3, "error"), (4, "ok")]
+    counts = ok_counts(records)
+    for handler in ("succeeded", "audit", "flaky", "hang"):
+        assert counts[(handler, fixture.event_id)] == 1, handler
+    assert failed_ids(redis_client, settings.queue) == []
+    assert redis_client.exists(progress_key(fixture.event_id)) == 0
+    assert failures.list_command(argparse.Namespace()) == 0
+    assert "no failed events" in capsys.readouterr().out
+    assert_private(redis_client, fixtures, caplog.text, *log_texts(caplog))
+
+
+async def test_requeue_reports_events_that_are_not_failed(
+    env: dict[str, str], redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert failures.requeue_command(argparse.Namespace(event_ids=["evt_nothing"], all=False)) == 1
+    assert "evt_nothing: not in the failed registry" in capsys.readouterr().err
+    assert failures.requeue_command(argparse.Namespace(event_ids=[], all=False)) == 2
+
+
+async def test_forget_lets_a_replay_be_accepted_and_handled_again(
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_client: redis.Redis,
+    fixtures: list[Fixture],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    values = worker_env(env, tmp_path, monkeypatch)
+    settings = configure_in_process()
+    fixture = by_name(fixtures, "verification.session.failed")
+    assert await post(fixture) == "accepted"
+    # Still queued: forgetting now would let a replay run the handlers twice at once.
+    assert failures.forget_command(argparse.Namespace(event_ids=[fixture.event_id])) == 1
+    assert "still queued or running" in capsys.readouterr().err
+    drain(settings, redis_client)
+    assert await post(fixture) == "duplicate"
+
+    assert failures.forget_command(argparse.Namespace(event_ids=[fixture.event_id])) == 0
+    assert redis_client.exists(marker_key(fixture.event_id)) == 0
+    assert await post(fixture) == "accepted"
+    drain(settings, redis_client)
+
+    counts = ok_counts(read_records(Path(values["KAYLE_TEST_RECORD"])))
+    assert counts[("terminal", fixture.event_id)] == 2
+
+
+async def test_forget_drops_a_failed_event_and_its_progress(
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_client: redis.Redis,
+    fixtures: list[Fixture],
+) -> None:
+    flag = tmp_path / "broken"
+    flag.touch()
+    worker_env(env, tmp_path, monkeypatch, KAYLE_TEST_BROKEN=str(flag), KAYLE_RETRY_INTERVALS="")
+    settings = configure_in_process()
+    fixture = by_name(fixtures, "verification.session.expired")
+    await post(fixture)
+    drain(settings, redis_client)
+    assert failed_ids(redis_client, settings.queue) == [job_id(fixture.event_id)]
+    assert redis_client.scard(progress_key(fixture.event_id)) > 0  # the handlers that completed
+
+    assert failures.forget_command(argparse.Namespace(event_ids=[fixture.event_id])) == 0
+
+    assert failed_ids(redis_client, settings.queue) == []
+    for key in (marker_key(fixture.event_id), progress_key(fixture.event_id), Job.key_for(job_id(fixture.event_id))):
+        assert redis_client.exists(key) == 0, key
+
+
+async def test_an_event_no_handler_wants_is_completed_and_counted(
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_client: redis.Redis,
+    fixtures: list[Fixture],
+    key_dir: Path,
+) -> None:
+    worker_env(env, tmp_path, monkeypatch)
+    settings = configure_in_process()
+    only_succeeded = Registry()
+    only_succeeded.add(lambda event, ctx: None, ("verification.session.succeeded",))
+    dispatch.configure(dispatch.Runtime(settings, load_keyring(key_dir), only_succeeded))
+    fixture = by_name(fixtures, "verification.session.cancelled")
+    await post(fixture)
+
+    drain(settings, redis_client)
+
+    assert failed_ids(redis_client, settings.queue) == []
+    assert redis_client.exists(Job.key_for(job_id(fixture.event_id))) == 0
+    assert redis_client.hget(STATS_KEY, "unhandled\tverification.session.cancelled") == b"1"
+
+
+async def test_an_event_the_worker_cannot_decrypt_fails_with_the_reason_and_nothing_else(
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_client: redis.Redis,
+    fixtures: list[Fixture],
+    key_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    values = worker_env(env, tmp_path, monkeypatch, KAYLE_RETRY_INTERVALS="")
+    settings = configure_in_process()
+    runtime = dispatch.current_runtime()
+    without_fixture_key = Keyring({kid: key for kid, key in runtime.keyring.items() if kid != FIXTURE_KID})
+    dispatch.configure(dispatch.Runtime(settings, without_fixture_key, runtime.registry))
+    fixture = by_name(fixtures, "verification.session.succeeded")
+    await post(fixture)
+
+    drain(settings, redis_client)
+
+    assert failed_ids(redis_client, settings.queue) == [job_id(fixture.event_id)]
+    assert read_records(Path(values["KAYLE_TEST_RECORD"])) == []
+    assert failures.list_command(argparse.Namespace()) == 0
+    assert "workers.dispatch.EventUnreadable" in capsys.readouterr().out

@@ -1,0 +1,247 @@
+"""The job function: decrypt the event again, validate it, run the handlers that have not completed.
+
+Privacy of failures: a handler's exception message may quote claims, so it
+never leaves this module. What reaches RQ (and so Redis and RQ's log lines) is
+one :class:`HandlerFailed` naming the handlers, their exception types and the
+traceback frames (file, line, function), raised ``from None``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from pydantic import ValidationError
+from redis import Redis
+from rq.job import Job, get_current_job
+
+from receiver import jwe as jwe_format
+from receiver.errors import JweRejected
+from receiver.jobs import progress_key
+from receiver.keyring import Keyring
+from receiver.logs import log
+from receiver.settings import Settings, load_config
+from receiver.stats import record_handler_run, record_unhandled
+from workers.models import BaseEvent, Context, model_for
+from workers.plugins import load_handlers
+from workers.registry import Handler, Registry
+
+logger = logging.getLogger("kayle.worker")
+
+#: Job meta keys (ids, names and counts only): read by ``kayle-webhooks failed list``.
+META_ATTEMPTS = "kayle_attempts"
+META_FAILED_HANDLERS = "kayle_failed_handlers"
+META_ERROR_TYPES = "kayle_error_types"
+_MAX_FRAMES = 12
+
+
+class HandlerFailed(Exception):
+    """One or more handlers raised; the message names them, their exception types and frames, never messages."""
+
+
+class EventUnreadable(Exception):
+    """The queued JWE could not be decrypted or validated; the message names the reason, never the payload."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a worker process runs jobs with."""
+
+    settings: Settings
+    keyring: Keyring
+    registry: Registry
+
+
+@dataclass(frozen=True)
+class Failure:
+    handler: str
+    error_type: str
+    frames: list[str]
+
+
+_runtime: Runtime | None = None
+
+
+def configure(runtime: Runtime) -> None:
+    """Set the process's runtime (``kayle-webhooks worker`` does, before any job runs)."""
+    global _runtime
+    _runtime = runtime
+
+
+def current_runtime() -> Runtime:
+    """The configured runtime; loaded from ``KAYLE_*`` once if this process was started some other way."""
+    if _runtime is None:
+        config = load_config(need_secrets=False)
+        configure(Runtime(config.settings, config.keyring, load_handlers(config.settings)))
+    assert _runtime is not None
+    return _runtime
+
+
+def handle_delivery(
+    jwe: str, event_id: str, event_type: str, kid: str, delivery_id: str | None, received_at: float
+) -> None:
+    """Run one event's unfinished handlers (the job contract of :mod:`receiver.jobs`)."""
+    runtime = current_runtime()
+    job = get_current_job()
+    redis: Redis = job.connection if job is not None else Redis.from_url(runtime.settings.redis_url)
+    attempt = _start_attempt(job)
+    event = read_event(jwe, event_id, runtime.keyring)
+    handlers = runtime.registry.for_type(event.type)
+    if not handlers:
+        record_unhandled(redis, event.type)
+        log(logger, logging.INFO, "event unhandled", event_id=event_id, type=event.type, attempt=attempt)
+        return
+    context = Context(
+        event_id=event_id,
+        event_type=event.type,
+        delivery_id=delivery_id,
+        kid=kid,
+        received_at=datetime.fromtimestamp(received_at, UTC),
+        attempt=attempt,
+    )
+    done = {name.decode() for name in redis.smembers(progress_key(event_id))}  # type: ignore[union-attr]
+    pending = [h for h in handlers if h.name not in done]
+    failures = _run_all(pending, event, context, redis, runtime.settings)
+    if failures:
+        _fail(job, redis, runtime.settings, context, failures, len(handlers))
+    redis.delete(progress_key(event_id))
+    log(
+        logger,
+        logging.INFO,
+        "event handled",
+        event_id=event_id,
+        type=event.type,
+        attempt=attempt,
+        handlers=len(handlers),
+        ran=len(pending),
+    )
+
+
+def read_event(jwe: str, event_id: str, keyring: Keyring) -> BaseEvent:
+    """Decrypt and validate; raise :class:`EventUnreadable` with a reason that quotes nothing of the payload."""
+    try:
+        plaintext = jwe_format.decrypt(jwe_format.parse(jwe.encode("ascii")), keyring)
+    except JweRejected as rejected:
+        raise EventUnreadable(f"{rejected.code}: {rejected.message}") from None
+    except UnicodeEncodeError:
+        raise EventUnreadable("jwe_malformed: the queued JWE is not ASCII") from None
+    try:
+        payload = json.loads(plaintext)
+    except ValueError:
+        raise EventUnreadable("payload_invalid: the decrypted payload is not JSON") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
+        raise EventUnreadable("payload_invalid: the decrypted payload has no string 'type'")
+    model = model_for(payload["type"])
+    places = ""
+    try:
+        event = model.model_validate(payload)
+    except ValidationError as invalid:  # its text quotes input values: keep only locations and error types
+        places = ", ".join(f"{'.'.join(map(str, e['loc']))} ({e['type']})" for e in invalid.errors()[:10])
+    if places:  # raised outside the except block, so not even __context__ refers to the ValidationError
+        raise EventUnreadable(f"payload_invalid: not a valid {model.__name__}: {places}")
+    if event.event_id != event_id:
+        raise EventUnreadable("payload_invalid: the payload's event id is not the job's")
+    return event
+
+
+def _start_attempt(job: Job | None) -> int:
+    """Count this run in the job's meta (it survives retries and requeues) and clear the last failure."""
+    if job is None:
+        return 1
+    attempt = int(job.meta.get(META_ATTEMPTS, 0)) + 1
+    job.meta[META_ATTEMPTS] = attempt
+    job.meta.pop(META_FAILED_HANDLERS, None)
+    job.meta.pop(META_ERROR_TYPES, None)
+    job.save_meta()  # type: ignore[no-untyped-call]
+    return attempt
+
+
+def _run_all(
+    handlers: list[Handler], event: BaseEvent, context: Context, redis: Redis, settings: Settings
+) -> list[Failure]:
+    failures: list[Failure] = []
+    for handler in handlers:
+        started = time.perf_counter()
+        try:
+            handler.func(event.model_copy(deep=True), context)
+        except BaseException as exc:  # every handler error is recorded, sanitized, below
+            failures.append(_describe(handler, exc))
+            record_handler_run(redis, handler.name, "error", time.perf_counter() - started)
+            log(
+                logger,
+                logging.WARNING,
+                "handler failed",
+                event_id=context.event_id,
+                type=context.event_type,
+                handler=handler.name,
+                error=failures[-1].error_type,
+                attempt=context.attempt,
+            )
+            if not isinstance(exc, Exception) or _is_timeout(exc):
+                break  # the job's time is up or the process is stopping: leave the rest for the retry
+            continue
+        with redis.pipeline(transaction=True) as pipe:
+            pipe.sadd(progress_key(context.event_id), handler.name)
+            pipe.expire(progress_key(context.event_id), settings.dedup_ttl_seconds)
+            record_handler_run(pipe, handler.name, "ok", time.perf_counter() - started)
+            pipe.execute()
+    return failures
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    from rq.timeouts import BaseTimeoutException
+
+    return isinstance(exc, BaseTimeoutException)
+
+
+def _describe(handler: Handler, exc: BaseException) -> Failure:
+    """The exception's type (and its causes' types) and frames: never its message or locals."""
+    kinds = [_type_name(exc)]
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    while cause is not None and len(kinds) < 5:
+        kinds.append(_type_name(cause))
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return Failure(handler.name, " <- ".join(kinds), _frames(exc.__traceback__))
+
+
+def _type_name(exc: BaseException) -> str:
+    kind = type(exc)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _frames(tb: TracebackType | None) -> list[str]:
+    frames = traceback.extract_tb(tb)[1:]  # the first frame is the call in _run_all
+    return [f'  File "{f.filename}", line {f.lineno}, in {f.name}' for f in frames[-_MAX_FRAMES:]]
+
+
+def _fail(
+    job: Job | None, redis: Redis, settings: Settings, context: Context, failures: list[Failure], total: int
+) -> None:
+    """Keep progress while the event waits in the failed registry, then raise the sanitized error."""
+    redis.expire(progress_key(context.event_id), max(settings.dedup_ttl_seconds, settings.failure_ttl_seconds))
+    if job is not None:
+        job.meta[META_FAILED_HANDLERS] = [f.handler for f in failures]
+        job.meta[META_ERROR_TYPES] = [f.error_type for f in failures]
+        job.save_meta()  # type: ignore[no-untyped-call]
+    lines = [
+        f"{len(failures)} of {total} handlers failed for {context.event_type} {context.event_id} "
+        f"(attempt {context.attempt}); exception messages are not kept, see the handler's own logs"
+    ]
+    for failure in failures:
+        lines += [f"{failure.handler} raised {failure.error_type}", *failure.frames]
+    raise HandlerFailed("\n".join(lines)) from None
+
+
+def describe_failure(meta: dict[str, Any]) -> tuple[list[str], list[str], int]:
+    """Failing handlers, error types and attempts recorded in a job's meta."""
+    return (
+        list(meta.get(META_FAILED_HANDLERS, [])),
+        list(meta.get(META_ERROR_TYPES, [])),
+        int(meta.get(META_ATTEMPTS, 0)),
+    )

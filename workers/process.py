@@ -1,0 +1,142 @@
+"""``kayle-webhooks worker``: RQ workers with the partner's handlers loaded and the scheduler on.
+
+Timing (:class:`Timing`, from ``KAYLE_ABANDONED_JOB_SECONDS``, default 180):
+a forking worker refreshes its job's entry in RQ's started-job registry every
+``monitoring`` seconds, each entry living ``monitoring + grace`` seconds; an
+idle worker runs RQ's maintenance (which retries or fails jobs whose entry
+expired, i.e. whose worker died) every ``maintenance`` seconds. A job abandoned
+by a killed worker therefore runs again within about 5/6 of the setting, plus
+its first retry interval. ``--simple`` workers run the job in-process and send
+no heartbeat meanwhile, so their jobs are only declared abandoned after the job
+timeout plus 60 s (RQ's rule). SIGTERM is RQ's warm shutdown: the current job
+finishes first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, SimpleWorker, Worker
+from rq.job import Job
+from rq.worker import BaseWorker
+from rq.worker_pool import WorkerPool
+
+from receiver import logs
+from receiver.logs import log
+from receiver.settings import ConfigError, Settings, load_config
+from workers import dispatch
+from workers.plugins import load_handlers
+from workers.registry import Registry
+
+logger = logging.getLogger("kayle.worker")
+
+
+@dataclass(frozen=True)
+class Timing:
+    monitoring: int
+    grace: int
+    maintenance: int
+
+    @classmethod
+    def for_seconds(cls, abandoned_after: int) -> Timing:
+        return cls(
+            monitoring=max(1, abandoned_after // 6),
+            grace=max(2, abandoned_after // 3),
+            maintenance=max(1, abandoned_after // 3),
+        )
+
+
+class KayleWorker(Worker):
+    """RQ's forking worker whose started-job entries expire ``grace`` seconds after a missed heartbeat."""
+
+    def __init__(self, *args: Any, heartbeat_grace: int = 60, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.heartbeat_grace = heartbeat_grace
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        interval = float(self.job_monitoring_interval)
+        if job.timeout and job.timeout > 0:
+            interval = min(job.timeout - working_time, interval)
+        return int(max(interval, 1)) + self.heartbeat_grace
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load configuration and handlers, then work until stopped (or, with ``--burst``, until the queue is empty)."""
+    if args.processes < 1:
+        raise ConfigError("--processes: must be at least 1")
+    config = load_config(need_secrets=False)
+    settings = config.settings
+    logs.configure(settings.log_format, settings.log_level)
+    registry = load_handlers(settings)
+    if not len(registry):
+        raise ConfigError(
+            "KAYLE_HANDLERS: no handlers found; install a plugin (entry point kayle_webhooks.handlers) "
+            "or list your handler modules in KAYLE_HANDLERS"
+        )
+    dispatch.configure(dispatch.Runtime(settings, config.keyring, registry))
+    _log_start(settings, registry, args)
+    connection = _connect(settings.redis_url)
+    factory = worker_factory(settings, simple=args.simple)
+    if args.processes > 1:
+        pool = WorkerPool(
+            [settings.queue], connection=connection, num_workers=args.processes, worker_class=cast(Any, factory)
+        )
+        pool.start(burst=args.burst, logging_level=settings.log_level)
+    else:
+        factory([settings.queue], connection=connection).work(
+            burst=args.burst, with_scheduler=True, logging_level=settings.log_level
+        )
+    return 0
+
+
+def worker_factory(settings: Settings, *, simple: bool) -> Callable[..., BaseWorker]:
+    """Builds workers (``factory(queues, connection=...)``) with the maintenance timing from ``settings``."""
+    timing = Timing.for_seconds(settings.abandoned_job_seconds)
+    # An idle worker blocks on the queue for worker_ttl - 15 s before it can run maintenance again.
+    common: dict[str, Any] = {
+        "job_monitoring_interval": timing.monitoring,
+        "maintenance_interval": timing.maintenance,
+        "worker_ttl": timing.maintenance + 15,
+    }
+    if simple:
+        return functools.partial(SimpleWorker, **common)
+    return functools.partial(KayleWorker, heartbeat_grace=timing.grace, **common)
+
+
+def work_burst(settings: Settings, connection: Redis) -> bool:
+    """Run one in-process burst worker (``SimpleWorker``) over the queue; used by tests and tools."""
+    worker = worker_factory(settings, simple=True)(
+        [Queue(settings.queue, connection=connection)], connection=connection
+    )
+    return bool(worker.work(burst=True, with_scheduler=True, logging_level=settings.log_level))
+
+
+def _connect(url: str) -> Redis:
+    connection = Redis.from_url(url)
+    try:
+        connection.ping()
+    except (RedisError, OSError) as exc:
+        raise ConfigError(f"KAYLE_REDIS_URL: cannot reach Redis ({type(exc).__name__})") from None
+    return connection
+
+
+def _log_start(settings: Settings, registry: Registry, args: argparse.Namespace) -> None:
+    log(
+        logger,
+        logging.INFO,
+        "worker starting",
+        queue=settings.queue,
+        processes=args.processes,
+        kind="simple" if args.simple else "forking",
+        burst=args.burst,
+        abandoned_job_seconds=settings.abandoned_job_seconds,
+    )
+    for event_type, names in registry.describe().items():
+        log(logger, logging.INFO, "handlers", event_type=event_type, handlers=",".join(names))
