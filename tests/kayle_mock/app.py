@@ -381,7 +381,8 @@ def _public_delivery(delivery: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_deliveries(state: State, request: Request, body: Any) -> tuple[int, dict[str, Any]]:
-    wanted = {name: request.query_params.get(name) for name in ("status", "endpoint_id", "event_id")}
+    fields = {"status": "status", "endpoint_id": "webhook_endpoint_id", "event_id": "event_id"}
+    wanted = {field: request.query_params.get(name) for name, field in fields.items()}
     if wanted["status"] not in (None, "pending", "delivering", "succeeded", "failed"):
         raise bad_request("status must be pending, delivering, succeeded or failed.")
     items = [
