@@ -38,6 +38,8 @@ COPY --from=builder /opt/venv /opt/venv
 USER 10001:10001
 WORKDIR /data
 EXPOSE 8000
+# The receiver's liveness; set KAYLE_HEALTHCHECK_PORT when `serve` listens on another port.
+# (Worker containers have no HTTP endpoint: disable the check for them, as compose.yaml does.)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python3", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('KAYLE_HEALTHCHECK_PORT', '8000') + '/healthz', timeout=4)"]
 CMD ["kayle-webhooks", "serve", "--host", "0.0.0.0", "--port", "8000"]
