@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +15,11 @@ import redis
 
 from receiver import keyring
 from receiver.jobs import marker_key
+from receiver.management import ALL_EVENT_TYPES
 from receiver.settings import load_config
 from tests.kayle_mock.control import MockKayle, mock_kayle, payload_like
-from tests.support import Fixture, free_port
+from tests.plugins.recorder import ok_counts, read_records
+from tests.support import REPO, Fixture, command, free_port, wait_for_http
 from workers.cli import main
 
 URL = "http://127.0.0.1:9/webhooks/kayle"  # nothing listens there: sends to it fail
@@ -360,3 +365,83 @@ def test_status_flags_an_active_key_not_held_here(
     assert status == 1
     assert "key second: active at Kayle, NOT held here" in out and "key first: inactive at Kayle, held here" in out
     assert "PROBLEM: the active key second is not held here" in out
+
+
+# -- done when: a new user registers, an outage outlasts Kayle's retries, reconcile recovers it ----
+
+
+@contextmanager
+def service_process(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``kayle-webhooks`` process run from the user's directory (so it reads the .env register wrote)."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_register_then_reconcile_recovers_an_outage_end_to_end(
+    tmp_path: Path, kayle: MockKayle, fixtures: list[Fixture], redis_url: str, redis_client: redis.Redis
+) -> None:
+    home = tmp_path / "service"
+    home.mkdir()
+    records = tmp_path / "records.jsonl"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("KAYLE_")}
+    env.update(
+        PYTHONPATH=str(REPO),  # for the test handler plugin, tests.plugins.recorder
+        KAYLE_API_KEY=kayle.api_key,
+        KAYLE_API_URL=kayle.url,
+        KAYLE_KEY_DIR=str(home / "keys"),
+        KAYLE_REDIS_URL=redis_url,
+        KAYLE_HANDLERS="tests.plugins.recorder",
+        KAYLE_TEST_RECORD=str(records),
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/webhooks/kayle"
+    serve = command("serve", "--port", str(port))
+    templates = [f.expected_payload for f in fixtures if f.type in ALL_EVENT_TYPES]  # what Kayle lets us subscribe to
+    payloads = [payload_like(templates[i % len(templates)], f"evt_e2e_{i}", f"vs_e2e_{i}") for i in range(7)]
+    first, answer_lost, *missed, gone = payloads
+
+    registered = cli(env, home, "register", "--url", url, "--bits", "2048")
+    assert registered.returncode == 0, registered.stderr
+    with service_process(serve, env, home, tmp_path / "serve-1.log") as process:
+        wait_for_http(f"http://127.0.0.1:{port}/readyz", process=process)
+        delivered = kayle.event(first, send=True)["deliveries"]
+        kayle.event(answer_lost, received_but_failed=True)  # accepted here, but Kayle recorded a failure
+    assert [d["status"] for d in delivered] == ["succeeded"]  # registered and receiving
+
+    for payload in missed:  # the service is down for longer than Kayle's ~32.6 h of retries
+        assert kayle.event(payload, send=True)["deliveries"][0]["status"] == "failed"
+    kayle.event(gone, send=True, scrubbed=True)  # ...and this one's retained payload has already expired
+
+    with service_process(serve, env, home, tmp_path / "serve-2.log") as process:
+        wait_for_http(f"http://127.0.0.1:{port}/readyz", process=process)
+        reconciled = cli(env, home, "reconcile")
+        kayle.idle()
+        again = cli(env, home, "reconcile")
+        kayle.idle()
+
+    assert reconciled.returncode == 3, reconciled.stderr
+    assert "summary: 1 already accepted, 4 retried, 0 in progress, 1 lost" in reconciled.stdout
+    assert f"{gone['metadata']['event_id']}, session vs_e2e_6" in reconciled.stdout
+    assert "summary: 1 already accepted, 0 retried, 0 in progress, 1 lost" in again.stdout
+    final = {d["event_id"]: d["status"] for d in kayle.state()["deliveries"]}
+    assert all(final[p["metadata"]["event_id"]] == "succeeded" for p in missed)
+
+    worked = cli(env, home, "worker", "--burst")
+    assert worked.returncode == 0, worked.stderr
+    handled = ok_counts(read_records(records))
+    expected = [p["metadata"]["event_id"] for p in [first, answer_lost, *missed]]
+    assert {event_id: handled.get(("audit", event_id)) for event_id in expected} == dict.fromkeys(expected, 1)
+    assert sorted(event_id for handler, event_id in handled if handler == "audit") == sorted(expected)
