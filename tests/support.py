@@ -155,30 +155,43 @@ def redis_blobs(client: redis.Redis) -> Iterator[tuple[str, bytes]]:
     """Every key and value in the database as bytes (compressed RQ fields decompressed too)."""
     import zlib
 
-    for key in client.scan_iter(count=500):
-        name = key.decode("utf-8", "replace")
-        yield name, key
-        kind = client.type(key).decode()
-        values: list[bytes] = []
-        if kind == "string":
-            values = [client.get(key) or b""]
-        elif kind == "hash":
-            for field, value in client.hgetall(key).items():
-                values += [field, value]
-        elif kind == "list":
-            values = list(client.lrange(key, 0, -1))
-        elif kind == "set":
-            values = list(client.smembers(key))
-        elif kind == "zset":
-            values = [member for member, _ in client.zrange(key, 0, -1, withscores=True)]
-        elif kind == "stream":
-            for _, entry in client.xrange(key):
-                for field, value in entry.items():
-                    values += [field, value]
-        for value in values:
-            yield name, value
-            with contextlib.suppress(zlib.error):
-                yield name, zlib.decompress(value)
+    readers = {
+        "string": lambda pipe, key: pipe.get(key),
+        "hash": lambda pipe, key: pipe.hgetall(key),
+        "list": lambda pipe, key: pipe.lrange(key, 0, -1),
+        "set": lambda pipe, key: pipe.smembers(key),
+        "zset": lambda pipe, key: pipe.zrange(key, 0, -1),
+        "stream": lambda pipe, key: pipe.xrange(key),
+    }
+    keys = list(client.scan_iter(count=1000))
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        with client.pipeline(transaction=False) as pipe:
+            for key in chunk:
+                pipe.type(key)
+            kinds = [k.decode() for k in pipe.execute()]
+            for key, kind in zip(chunk, kinds, strict=True):
+                readers.get(kind, lambda pipe, key: pipe.exists(key))(pipe, key)
+            contents = pipe.execute()
+        for key, content in zip(chunk, contents, strict=True):
+            name = key.decode("utf-8", "replace")
+            yield name, key
+            for value in _flatten(content):
+                yield name, value
+                with contextlib.suppress(zlib.error):
+                    yield name, zlib.decompress(value)
+
+
+def _flatten(content: object) -> Iterator[bytes]:
+    if isinstance(content, bytes):
+        yield content
+    elif isinstance(content, dict):
+        for field, value in content.items():
+            yield from _flatten(field)
+            yield from _flatten(value)
+    elif isinstance(content, (list, tuple, set)):
+        for item in content:
+            yield from _flatten(item)
 
 
 def leaked_claims(text: bytes | str, values: set[str]) -> list[str]:
