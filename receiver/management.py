@@ -140,8 +140,8 @@ def _register(api: KayleApi, settings: Settings, key_dir: Path, args: argparse.N
         if args.events is not None and sorted(endpoint.subscribed_event_types) != sorted(wanted):
             endpoint = api.update_endpoint(endpoint.id, subscribed_event_types=wanted)
             print(f"  subscriptions updated: {', '.join(endpoint.subscribed_event_types)}")
-        if not _configured_secrets(settings):
-            secret = api.reveal_signing_secret(endpoint.id).get_secret_value()
+        current = api.reveal_signing_secret(endpoint.id).get_secret_value()
+        secret = None if current in _configured_secrets(settings) else current
     if not endpoint.enabled:
         print("  WARNING: the endpoint is disabled at Kayle; enable it in the dashboard to receive deliveries")
     _register_key(api, endpoint, key_dir, args)

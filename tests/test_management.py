@@ -104,14 +104,15 @@ def test_register_leaves_a_new_user_configured(
 def test_register_is_idempotent(home: Path, kayle: MockKayle, capsys: pytest.CaptureFixture[str]) -> None:
     register(capsys)
     before = (home / ".env").read_text()
-    writes = len([r for r in kayle.requests() if r["method"] != "GET"])
+    calls = len(kayle.requests())
 
     status, out, _ = register(capsys)
 
     assert status == 0
     assert len(kayle.state()["keys"]) == 1 and len(list((home / "keys").iterdir())) == 1
     assert (home / ".env").read_text() == before
-    assert len([r for r in kayle.requests() if r["method"] != "GET"]) == writes
+    changes = [r["path"] for r in kayle.requests()[calls:] if r["method"] != "GET"]
+    assert [str(path).rsplit("/", 2)[-2:] for path in changes] == [["signing-secret", "reveal"]]  # a read only
     assert "already registered" in out and "already configured" in out
     only_endpoint(kayle)
 
@@ -121,8 +122,8 @@ def test_register_completes_an_endpoint_made_in_the_dashboard(
 ) -> None:
     (home / ".env").write_text("# mine\nKAYLE_REDIS_URL=redis://elsewhere:6379/0\nOTHER=1\n")
     keyring.write_key(home / "keys", "my-key", 2048)
-    register(capsys)  # creates the endpoint; then the user loses the secret
-    (home / ".env").write_text("# mine\nKAYLE_REDIS_URL=redis://elsewhere:6379/0\nOTHER=1\n")
+    register(capsys)  # creates the endpoint; then the user's .env is replaced by one with a stale secret
+    (home / ".env").write_text("# mine\nKAYLE_REDIS_URL=redis://elsewhere:6379/0\nOTHER=1\nKAYLE_SIGNING_SECRETS=whsec_stale\n")
 
     status, out, _ = register(capsys, "--events", "verification.session.failed")
 
@@ -132,7 +133,7 @@ def test_register_completes_an_endpoint_made_in_the_dashboard(
     assert [k["key_id"] for k in kayle.state()["keys"]] == ["my-key"]
     lines = (home / ".env").read_text().splitlines()
     assert lines[:3] == ["# mine", "KAYLE_REDIS_URL=redis://elsewhere:6379/0", "OTHER=1"]
-    assert dotenv(home)["KAYLE_SIGNING_SECRETS"] == kayle.state()["secrets"][endpoint["id"]]
+    assert dotenv(home)["KAYLE_SIGNING_SECRETS"] == "whsec_stale," + kayle.state()["secrets"][endpoint["id"]]
     assert "using the newest key" in out
 
 
