@@ -13,7 +13,7 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """Return the body, or raise :class:`BodyRejected` (413 over ``limit``, 408 slower than ``timeout``)."""
     too_large = BodyRejected("payload_too_large", f"the body exceeds the {limit}-byte limit", 413)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
