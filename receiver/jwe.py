@@ -66,7 +66,7 @@ def parse(compact: bytes) -> Jwe:
 
 
 def _check_header(header: Mapping[str, object]) -> None:
-    if header.get("alg") != ALG or header.get("enc") not in CEK_BYTES:
+    if header.get("alg") != ALG or not isinstance(header.get("enc"), str) or header["enc"] not in CEK_BYTES:
         raise JweRejected(
             "jwe_unsupported_algorithm",
             f"only alg {ALG} with enc {', '.join(CEK_BYTES)} is accepted",
