@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from redis import Redis
+from rq.executions import Execution
 from rq.job import Job, get_current_job
 
 from receiver import jwe as jwe_format
@@ -96,6 +97,7 @@ def handle_delivery(
     if not handlers:
         record_unhandled(redis, event.type)
         log(logger, logging.INFO, "event unhandled", event_id=event_id, type=event.type, attempt=attempt)
+        _drop_dead_executions(job, redis)
         return
     context = Context(
         event_id=event_id,
@@ -111,6 +113,7 @@ def handle_delivery(
     if failures:
         _fail(job, redis, runtime.settings, context, failures, len(handlers))
     redis.delete(progress_key(event_id))
+    _drop_dead_executions(job, redis)
     log(
         logger,
         logging.INFO,
@@ -160,6 +163,19 @@ def _start_attempt(job: Job | None) -> int:
     job.meta.pop(META_ERROR_TYPES, None)
     job.save_meta()  # type: ignore[no-untyped-call]
     return attempt
+
+
+def _drop_dead_executions(job: Job | None, redis: Redis) -> None:
+    """Work around RQ 3.0.0: an abandoned execution (its worker was killed) stays listed in the job's
+    execution registry about 60 s after its record expired, and finishing the job in that window fails
+    (``Execution.fetch`` raises ValueError while deleting the job). Unlist executions whose record is gone."""
+    if job is None:
+        return
+    registry = job.execution_registry
+    for raw in redis.zrange(registry.key, 0, -1):
+        execution_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if not redis.exists(Execution(id=execution_id, job_id=job.id, connection=redis).key):
+            redis.zrem(registry.key, execution_id)
 
 
 def _run_all(
