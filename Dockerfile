@@ -3,8 +3,8 @@
 #   docker build -t kayle-webhooks .
 #   docker build --build-arg PLUGINS="./examples/kayle_example_plugin" -t kayle-webhooks:example .
 #
-# PLUGINS: pip requirement specifiers (package names, or paths inside the build context) of the
-# handler plugins the workers load; installed into the same virtual environment.
+# PLUGINS: pip requirement specifiers of the handler plugins the workers load, installed into the
+# same virtual environment: package names from your index, or source trees kept under ./plugins/.
 # BASE_IMAGE: any Debian-like image with python3 (3.11+) and its venv module.
 
 ARG BASE_IMAGE=python:3.12-slim
@@ -15,10 +15,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY receiver ./receiver
-COPY workers ./workers
-COPY examples ./examples
+# The context is what .dockerignore lets in: the project, examples/ and plugins/.
+COPY . ./
 # hadolint ignore=SC2086
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir . ${PLUGINS} \
