@@ -83,35 +83,6 @@ def distinct_payload(event_type: str = "verification.session.succeeded") -> dict
     return sample_payload(event_type)
 
 
-def sweep_redis(client: redis.Redis, needles: set[str]) -> list[str]:
-    """Every key whose name or value contains a needle (strings, hashes, lists, sets, zsets, streams)."""
-    found = []
-    encoded = [(n, n.encode("utf-8")) for n in needles]
-    for key in client.scan_iter(count=1000):
-        kind = client.type(key).decode()
-        if kind == "string":
-            values = [client.get(key) or b""]
-        elif kind == "hash":
-            values = [b for pair in client.hgetall(key).items() for b in pair]
-        elif kind == "list":
-            values = client.lrange(key, 0, -1)
-        elif kind == "set":
-            values = list(client.smembers(key))
-        elif kind == "zset":
-            values = [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
-        elif kind == "stream":
-            values = [b for _, fields in client.xrange(key) for pair in fields.items() for b in pair]
-        else:
-            values = []
-        blob = key + b"\0" + b"\0".join(v if isinstance(v, bytes) else str(v).encode() for v in values)
-        found += [f"{key!r} contains {text[:12]}..." for text, raw in encoded if raw in blob]
-    return found
-
-
-def sweep_text(text: str, needles: set[str]) -> list[str]:
-    return [f"log contains {needle[:12]}..." for needle in needles if needle in text]
-
-
 def post(client: httpx.Client, url: str, delivery: Delivery) -> int:
     """One send as Kayle makes it; a refused connection or a timeout counts as status 0 (a failure)."""
     try:
