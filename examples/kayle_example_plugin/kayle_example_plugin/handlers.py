@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from contextlib import closing
 
 from workers import (
     Context,
@@ -75,17 +74,27 @@ def database_path() -> str:
     return os.environ.get(DB_ENV) or DEFAULT_DB
 
 
+_connections: dict[tuple[int, str], sqlite3.Connection] = {}
+
+
 def connect() -> sqlite3.Connection:
-    """Open the store (several worker processes may write at once: wait for the lock)."""
-    connection = sqlite3.connect(database_path(), timeout=30)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute(SCHEMA)
-    return connection
+    """This process's connection to the store, opened on first use.
+
+    One per process (a forked worker child opens its own); several processes
+    may write at once, so writers wait up to 30 s for the lock.
+    """
+    key = (os.getpid(), database_path())
+    if key not in _connections:
+        connection = sqlite3.connect(key[1], timeout=30)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(SCHEMA)
+        _connections[key] = connection
+    return _connections[key]
 
 
 @on_any
 def record(event: Event, ctx: Context) -> None:
-    """Upsert one row for the event."""
+    """Upsert one row for the event (committed before the handler returns)."""
     row = (
         ctx.event_id,
         event.session_id,
@@ -94,6 +103,6 @@ def record(event: Event, ctx: Context) -> None:
         ctx.received_at.isoformat(),
         ctx.attempt,
     )
-    with closing(connect()) as connection, connection:
+    with connect() as connection:  # commits, or rolls back if the statement fails
         connection.execute(UPSERT, row)
     logger.info("recorded %s %s (attempt %d)", ctx.event_type, ctx.event_id, ctx.attempt)
