@@ -28,7 +28,7 @@ def read_envelope(plaintext: bytes) -> Envelope:
     """Return the routing fields or raise :class:`PayloadRejected` (never quoting the payload)."""
     try:
         payload = json.loads(plaintext)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
         raise PayloadRejected("payload_invalid", "the decrypted payload is not UTF-8 JSON") from None
     if not isinstance(payload, dict):
         raise PayloadRejected("payload_invalid", "the decrypted payload is not a JSON object")

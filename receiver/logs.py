@@ -48,10 +48,12 @@ def configure(log_format: str = "json", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "rq.worker", "rq"):
+    for name in ("uvicorn", "uvicorn.error", "rq.worker", "rq"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # The receiver logs each delivery itself, with ids and outcome; uvicorn's access lines would repeat it.
+    logging.getLogger("uvicorn.access").disabled = True
 
 
 def log(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:

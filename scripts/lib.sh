@@ -33,7 +33,7 @@ ensure_venv() {
 # True when a Redis server answers PING at host $1 port $2 (bash only: no client needed).
 redis_answers() {
     local reply
-    exec 3<>"/dev/tcp/$1/$2" 2>/dev/null || return 1
+    { exec 3<>"/dev/tcp/$1/$2"; } 2>/dev/null || return 1
     printf 'PING\r\n' >&3
     read -r -t 2 reply <&3 || true
     exec 3>&- 3<&-

@@ -13,7 +13,7 @@ import pytest
 import redis
 from rq import Queue, Worker
 
-from tests.support import command, free_port
+from tests.support import command, free_port, leaked_claims, sample_claim_values
 
 
 def read_until(process: subprocess.Popen[str], marker: str, timeout: float = 90) -> str:
@@ -46,6 +46,8 @@ def test_demo_runs_sends_shows_and_stops_cleanly(env, tmp_path: Path, redis_clie
             assert f"  verification.session.{event_type} " in output
         assert output.count("-> 200 accepted") == 4
         assert "failed: liveness_failed" in output
+        claim_keys = next(line for line in output.splitlines() if "claim keys:" in line)
+        assert "date_of_birth" in claim_keys and "family_name" in claim_keys and "given_names" in claim_keys
         assert stat_mode(tmp_path / "demo" / "keys" / "demo-key.pem") == 0o600
 
         send_more = next(line for line in output.splitlines() if " send-test --url " in line).strip()
@@ -57,6 +59,10 @@ def test_demo_runs_sends_shows_and_stops_cleanly(env, tmp_path: Path, redis_clie
         remaining, _ = process.communicate(timeout=60)
     assert process.returncode == 0, remaining
     assert "stopped the receiver and the worker" in remaining
+    logs = b"".join(p.read_bytes() for p in (tmp_path / "demo").glob("*.log"))
+    assert leaked_claims(output + remaining, sample_claim_values()) == []
+    assert leaked_claims(logs, sample_claim_values()) == []
+    assert b"kayle_example_plugin.handlers.record" in logs
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
     assert Worker.all(queue=Queue("kayle-demo", connection=redis_client)) == []

@@ -9,7 +9,8 @@ What it shows:
   ``GenericEvent``; ``match`` on the model class picks the outcome.
 - Idempotence: delivery is at-least-once, so the row is keyed by event id and
   written with an upsert; running the handler twice leaves one row.
-- Privacy: it stores and logs ids, the type and the outcome, never a claim.
+- Privacy: it stores and logs ids, the type, the outcome and which claim keys were
+  shared, never a claim value.
 """
 
 from __future__ import annotations
@@ -40,17 +41,18 @@ CREATE TABLE IF NOT EXISTS events (
     session_id  TEXT,
     type        TEXT NOT NULL,
     outcome     TEXT NOT NULL,
+    claim_keys  TEXT NOT NULL,
     received_at TEXT NOT NULL,
     attempt     INTEGER NOT NULL
 )
 """
 
 UPSERT = """
-INSERT INTO events (event_id, session_id, type, outcome, received_at, attempt)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO events (event_id, session_id, type, outcome, claim_keys, received_at, attempt)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (event_id) DO UPDATE SET
     session_id = excluded.session_id, type = excluded.type, outcome = excluded.outcome,
-    received_at = excluded.received_at, attempt = excluded.attempt
+    claim_keys = excluded.claim_keys, received_at = excluded.received_at, attempt = excluded.attempt
 """
 
 
@@ -68,6 +70,13 @@ def outcome_of(event: Event) -> str:
         case GenericEvent():
             return "unknown type"
     return "unknown type"
+
+
+def claim_keys_of(event: Event) -> str:
+    """Which claims were shared (their keys, never their values); declined ones may be absent or null."""
+    if isinstance(event, SessionSucceeded):
+        return ",".join(sorted(key for key, value in event.data.claims.items() if value is not None))
+    return ""
 
 
 def database_path() -> str:
@@ -100,6 +109,7 @@ def record(event: Event, ctx: Context) -> None:
         event.session_id,
         ctx.event_type,
         outcome_of(event),
+        claim_keys_of(event),
         ctx.received_at.isoformat(),
         ctx.attempt,
     )
