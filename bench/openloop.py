@@ -81,3 +81,21 @@ async def run(host: str, port: int, requests: list[bytes], rate: float) -> Outco
     for connection in idle:
         connection.writer.close()
     return outcome
+
+
+async def closed_loop(host: str, port: int, requests: list[bytes], concurrency: int) -> Outcome:
+    """Send every request exactly once from ``concurrency`` keep-alive connections, each waiting for its answer."""
+    outcome = Outcome()
+    pending = iter(requests)
+
+    async def sender() -> None:
+        connection = _Connection(*await asyncio.open_connection(host, port))
+        for raw in pending:
+            started = time.perf_counter()
+            status = await connection.exchange(raw)
+            outcome.latencies_ms.append((time.perf_counter() - started) * 1000)
+            outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
+        connection.writer.close()
+
+    await asyncio.gather(*(sender() for _ in range(concurrency)))
+    return outcome
