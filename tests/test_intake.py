@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import zlib
 
 import httpx
 import pytest
@@ -72,3 +74,28 @@ async def test_an_event_forgotten_while_its_job_still_exists_is_accepted_again(c
     again = await client.post(PATH, content=fixture.body, headers=fixture.headers)
     assert again.json()["status"] == "accepted"
     assert Queue("kayle", connection=redis_client).job_ids == [job_id(fixture.event_id)]
+
+
+async def test_the_stored_job_is_the_one_rq_itself_would_store(client, fixtures, redis_client, config):
+    """The intake writes RQ's job hash from a template; it must equal what RQ's own enqueue writes."""
+    from rq.job import Job
+
+    from receiver.jobs import Delivery, build_job
+
+    fixture = fixtures[0]
+    await client.post(PATH, content=fixture.body, headers=fixture.headers)
+    ours = redis_client.hgetall(f"rq:job:{job_id(fixture.event_id)}")
+
+    stored = Job.fetch(job_id(fixture.event_id), connection=redis_client)
+    delivery = Delivery(**stored.kwargs)
+    theirs_job = build_job(delivery, config.settings, redis_client)
+    Queue("kayle", connection=redis_client).enqueue_job(theirs_job)
+    theirs = redis_client.hgetall(f"rq:job:{job_id(fixture.event_id)}")
+
+    timestamps = {b"created_at", b"enqueued_at"}
+    assert zlib.decompress(ours.pop(b"data")) == zlib.decompress(theirs.pop(b"data"))
+    assert {k: v for k, v in ours.items() if k not in timestamps} == {
+        k: v for k, v in theirs.items() if k not in timestamps
+    }
+    assert set(ours) == set(theirs)
+    assert delivery.kwargs() == dataclasses.asdict(delivery)
