@@ -6,11 +6,13 @@ decrypt with the keyring → read the envelope → intake (atomic) → answer.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
+from redis import Redis as SyncRedis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -27,6 +29,7 @@ from receiver.errors import DeliveryRejected
 from receiver.intake import Intake
 from receiver.jobs import Delivery
 from receiver.logs import log
+from receiver.persistence import FIX, WARNING, read_persistence
 from receiver.settings import Config, load_config
 
 logger = logging.getLogger("kayle.receiver")
@@ -111,6 +114,7 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log(logger, logging.INFO, "receiver ready", path=settings.path, kids=",".join(config.keyring))
+        await asyncio.to_thread(_warn_when_unpersisted, settings.redis_url)
         yield
         await redis.aclose()
 
@@ -121,6 +125,17 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _warn_when_unpersisted(url: str) -> None:
+    client = SyncRedis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        if read_persistence(client).off:
+            log(logger, logging.WARNING, WARNING, fix=FIX)
+    except (RedisError, OSError):
+        log(logger, logging.WARNING, "Redis is unreachable at start-up; deliveries are answered 503 until it is back")
+    finally:
+        client.close()
 
 
 def _header(request: Request, name: str) -> str | None:

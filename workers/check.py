@@ -10,8 +10,9 @@ import argparse
 from dataclasses import dataclass, field
 
 from redis import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
+from receiver.persistence import FIX, WARNING, read_persistence
 from receiver.settings import Config, ConfigError, load_config
 from workers.plugins import describe_handlers, load_handlers
 
@@ -68,33 +69,17 @@ def _check_redis(report: Report, config: Config) -> None:
         )
         return
     report.ok(f"Redis {version} reachable at {_without_password(url)}")
-    aof, rdb = _persistence(client)
-    if aof or rdb:
-        report.ok("Redis persistence on: " + ", ".join(n for n, on in (("AOF", aof), ("RDB snapshots", rdb)) if on))
-    elif aof is None:
+    persistence = read_persistence(client)
+    if persistence.off:
+        report.warn(WARNING, FIX)
+    elif persistence.aof is None:
         report.warn(
             "Redis persistence could not be read (CONFIG is not allowed)",
             "make sure your Redis provider persists data (AOF preferred)",
         )
     else:
-        report.warn(
-            "Redis persistence is off: a restart loses events already acknowledged to Kayle",
-            "turn on AOF: `appendonly yes` in redis.conf (or CONFIG SET appendonly yes)",
-        )
+        report.ok(f"Redis persistence on: {persistence.describe()}")
     client.close()
-
-
-def _persistence(client: Redis) -> tuple[bool | None, bool | None]:
-    try:
-        aof = client.config_get("appendonly").get("appendonly") == "yes"
-        rdb = bool((client.config_get("save").get("save") or "").strip())
-    except ResponseError:
-        try:
-            info = client.info("persistence")
-        except ResponseError:
-            return None, None
-        return bool(info.get("aof_enabled")), None
-    return aof, rdb
 
 
 def _check_handlers(report: Report, config: Config) -> None:
