@@ -11,6 +11,7 @@ import redis
 
 from receiver import keyring
 from receiver.settings import Config, load_config
+from tests.kayle_mock.control import MockKayle, mock_kayle
 from tests.support import (
     FIXTURE_KID,
     FIXTURE_TIME,
@@ -128,3 +129,16 @@ def privacy_sweep(
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def kayle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockKayle]:
+    """The mock of Kayle's API, a real process on 127.0.0.1 (one per test module)."""
+    with mock_kayle(tmp_path_factory.mktemp("kayle")) as server:
+        yield server
+
+
+@pytest.fixture
+def kayle(kayle_server: MockKayle) -> MockKayle:
+    kayle_server.reset()
+    return kayle_server

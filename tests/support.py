@@ -127,10 +127,12 @@ def command(*args: str) -> list[str]:
 
 
 @contextmanager
-def running(argv: list[str], env: Mapping[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def running(
+    argv: list[str], env: Mapping[str, str], log_path: Path, cwd: Path = REPO
+) -> Iterator[subprocess.Popen[bytes]]:
     """A real subprocess with its output captured to ``log_path``; terminated on exit."""
     with log_path.open("ab") as log:
-        process = subprocess.Popen(argv, env=dict(env), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        process = subprocess.Popen(argv, env=dict(env), stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
         try:
             yield process
         finally:

@@ -9,22 +9,11 @@ import pytest
 
 from receiver import keyring
 from receiver.kayle_api import KayleApi, KayleApiError
-from tests.kayle_mock.control import MockKayle, mock_kayle, payload_like
+from tests.kayle_mock.control import MockKayle, payload_like
 from tests.support import Fixture, free_port
 
 ENDPOINTS = "/v1/webhooks/endpoints"
 
-
-@pytest.fixture(scope="module")
-def kayle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockKayle]:
-    with mock_kayle(tmp_path_factory.mktemp("kayle")) as server:
-        yield server
-
-
-@pytest.fixture
-def kayle(kayle_server: MockKayle) -> MockKayle:
-    kayle_server.reset()
-    return kayle_server
 
 
 class Sleeps(list[float]):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +15,13 @@ from receiver import keyring
 from receiver.jobs import marker_key
 from receiver.management import ALL_EVENT_TYPES
 from receiver.settings import load_config
-from tests.kayle_mock.control import MockKayle, mock_kayle, payload_like
+from tests.kayle_mock.control import MockKayle, payload_like
 from tests.plugins.recorder import ok_counts, read_records
-from tests.support import REPO, Fixture, command, free_port, wait_for_http
+from tests.support import REPO, Fixture, command, free_port, running, wait_for_http
 from workers.cli import main
 
 URL = "http://127.0.0.1:9/webhooks/kayle"  # nothing listens there: sends to it fail
 
-
-@pytest.fixture(scope="module")
-def kayle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockKayle]:
-    with mock_kayle(tmp_path_factory.mktemp("kayle")) as server:
-        yield server
-
-
-@pytest.fixture
-def kayle(kayle_server: MockKayle) -> MockKayle:
-    kayle_server.reset()
-    return kayle_server
 
 
 @pytest.fixture
@@ -371,22 +358,6 @@ def test_status_flags_an_active_key_not_held_here(
 # -- done when: a new user registers, an outage outlasts Kayle's retries, reconcile recovers it ----
 
 
-@contextmanager
-def service_process(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real ``kayle-webhooks`` process run from the user's directory (so it reads the .env register wrote)."""
-    with log.open("ab") as out:
-        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield process
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
 
@@ -416,7 +387,7 @@ def test_register_then_reconcile_recovers_an_outage_end_to_end(
 
     registered = cli(env, home, "register", "--url", url, "--bits", "2048")
     assert registered.returncode == 0, registered.stderr
-    with service_process(serve, env, home, tmp_path / "serve-1.log") as process:
+    with running(serve, env, tmp_path / "serve-1.log", cwd=home) as process:
         wait_for_http(f"http://127.0.0.1:{port}/readyz", process=process)
         delivered = kayle.event(first, send=True)["deliveries"]
         kayle.event(answer_lost, received_but_failed=True)  # accepted here, but Kayle recorded a failure
@@ -426,7 +397,7 @@ def test_register_then_reconcile_recovers_an_outage_end_to_end(
         assert kayle.event(payload, send=True)["deliveries"][0]["status"] == "failed"
     kayle.event(gone, send=True, scrubbed=True)  # ...and this one's retained payload has already expired
 
-    with service_process(serve, env, home, tmp_path / "serve-2.log") as process:
+    with running(serve, env, tmp_path / "serve-2.log", cwd=home) as process:
         wait_for_http(f"http://127.0.0.1:{port}/readyz", process=process)
         reconciled = cli(env, home, "reconcile")
         kayle.idle()
