@@ -1,0 +1,79 @@
+"""Handlers for the process-death tests: each records when it starts and when it ends.
+
+Records go to the JSON-lines file ``KAYLE_TEST_RECORD`` (ids, pid, attempt and outcome only,
+never the payload), one ``started`` line before the handler works and one ``ok`` line after:
+a ``started`` without its ``ok`` is a handler caught mid-run. Switches, read at call time:
+
+- ``KAYLE_TEST_SLOW_SECONDS``: how long ``slow`` works (default 0.005 s);
+- ``KAYLE_TEST_STALL``: comma-separated event ids for which ``slow`` works 120 s instead,
+  so a test can kill or stop its worker while that handler is certainly running;
+- ``KAYLE_TEST_DIE_AFTER``: comma-separated event ids; on their first attempt, ``first`` leaves a
+  thread that SIGKILLs the work horse as soon as the event's progress set is deleted, i.e. just
+  after every handler completed and before RQ records the job as finished (a machine lost then).
+
+Read the records with :func:`tests.plugins.recorder.read_records` and ``ok_counts``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import redis
+
+from receiver.jobs import progress_key
+from workers import BaseEvent, Context, on_any
+
+HANDLERS = ("first", "slow", "last")
+
+
+def _record(handler: str, ctx: Context, outcome: str) -> None:
+    line = {
+        "handler": handler,
+        "event_id": ctx.event_id,
+        "type": ctx.event_type,
+        "attempt": ctx.attempt,
+        "outcome": outcome,
+        "pid": os.getpid(),
+    }
+    with open(os.environ["KAYLE_TEST_RECORD"], "a", encoding="utf-8") as out:
+        out.write(json.dumps(line) + "\n")
+
+
+def _work_seconds(ctx: Context) -> float:
+    if ctx.event_id in os.environ.get("KAYLE_TEST_STALL", "").split(","):
+        return 120.0
+    return float(os.environ.get("KAYLE_TEST_SLOW_SECONDS", "0.005"))
+
+
+@on_any
+def first(event: BaseEvent, ctx: Context) -> None:
+    _record("first", ctx, "started")
+    if ctx.attempt == 1 and ctx.event_id in os.environ.get("KAYLE_TEST_DIE_AFTER", "").split(","):
+        threading.Thread(target=_die_once_progress_is_deleted, args=(ctx.event_id,), daemon=True).start()
+    _record("first", ctx, "ok")
+
+
+@on_any
+def slow(event: BaseEvent, ctx: Context) -> None:
+    _record("slow", ctx, "started")
+    time.sleep(_work_seconds(ctx))
+    _record("slow", ctx, "ok")
+
+
+@on_any
+def last(event: BaseEvent, ctx: Context) -> None:
+    _record("last", ctx, "started")
+    _record("last", ctx, "ok")
+
+
+def _die_once_progress_is_deleted(event_id: str) -> None:
+    connection = redis.Redis.from_url(os.environ["KAYLE_REDIS_URL"])
+    while not connection.exists(progress_key(event_id)):  # until a handler is recorded as completed
+        pass
+    while connection.exists(progress_key(event_id)):  # until the job deletes the set: every handler completed
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
