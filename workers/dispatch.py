@@ -91,13 +91,15 @@ def handle_delivery(
     runtime = current_runtime()
     job = get_current_job()
     redis: Redis = job.connection if job is not None else Redis.from_url(runtime.settings.redis_url)
-    attempt = _start_attempt(job)
+    start = _start_attempt(job, redis, event_id)
+    attempt = start.attempt
     event = read_event(jwe, event_id, runtime.keyring)
     handlers = runtime.registry.for_type(event.type)
     if not handlers:
         record_unhandled(redis, event.type)
         log(logger, logging.INFO, "event unhandled", event_id=event_id, type=event.type, attempt=attempt)
-        _drop_dead_executions(job, redis)
+        if start.other_executions:
+            _drop_dead_executions(job, redis)
         return
     context = Context(
         event_id=event_id,
@@ -107,13 +109,13 @@ def handle_delivery(
         received_at=datetime.fromtimestamp(received_at, UTC),
         attempt=attempt,
     )
-    done = {name.decode() for name in redis.smembers(progress_key(event_id))}  # type: ignore[union-attr]
-    pending = [h for h in handlers if h.name not in done]
+    pending = [h for h in handlers if h.name not in start.done]
     failures = _run_all(pending, event, context, redis, runtime.settings)
     if failures:
         _fail(job, redis, runtime.settings, context, failures, len(handlers))
     redis.delete(progress_key(event_id))
-    _drop_dead_executions(job, redis)
+    if start.other_executions:
+        _drop_dead_executions(job, redis)
     log(
         logger,
         logging.INFO,
@@ -153,22 +155,40 @@ def read_event(jwe: str, event_id: str, keyring: Keyring) -> BaseEvent:
     return event
 
 
-def _start_attempt(job: Job | None) -> int:
-    """Count this run in the job's meta (it survives retries and requeues) and clear the last failure."""
-    if job is None:
-        return 1
-    attempt = int(job.meta.get(META_ATTEMPTS, 0)) + 1
-    job.meta[META_ATTEMPTS] = attempt
-    job.meta.pop(META_FAILED_HANDLERS, None)
-    job.meta.pop(META_ERROR_TYPES, None)
-    job.save_meta()  # type: ignore[no-untyped-call]
-    return attempt
+@dataclass(frozen=True)
+class Start:
+    """What a run knows before its handlers run."""
+
+    attempt: int
+    done: set[str]  # handlers that completed on an earlier attempt
+    other_executions: bool  # the job lists executions besides this one (an earlier run's worker died)
+
+
+def _start_attempt(job: Job | None, redis: Redis, event_id: str) -> Start:
+    """Count this run in the job's meta (it survives retries and requeues), clear the last failure, and read
+    the handlers already done and the job's executions: one round trip."""
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.smembers(progress_key(event_id))
+        if job is None:
+            (done,) = pipe.execute()
+            return Start(1, {name.decode() for name in done}, other_executions=False)
+        attempt = int(job.meta.get(META_ATTEMPTS, 0)) + 1
+        job.meta[META_ATTEMPTS] = attempt
+        job.meta.pop(META_FAILED_HANDLERS, None)
+        job.meta.pop(META_ERROR_TYPES, None)
+        pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))  # what job.save_meta() writes
+        pipe.zrange(job.execution_registry.key, 0, -1)
+        done, _, executions = pipe.execute()
+    # RQ lists this run's own execution before the job starts: any other one belongs to an earlier run.
+    return Start(attempt, {name.decode() for name in done}, other_executions=len(executions) > 1)
 
 
 def _drop_dead_executions(job: Job | None, redis: Redis) -> None:
     """Work around RQ 3.0.0: an abandoned execution (its worker was killed) stays listed in the job's
     execution registry about 60 s after its record expired, and finishing the job in that window fails
-    (``Execution.fetch`` raises ValueError while deleting the job). Unlist executions whose record is gone."""
+    (``Execution.fetch`` raises ValueError while deleting the job). Unlist executions whose record is gone.
+    Only needed when :func:`_start_attempt` saw executions other than the current one: a run that
+    never lost a worker has none, and skips these round trips."""
     if job is None:
         return
     registry = job.execution_registry
