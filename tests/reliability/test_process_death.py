@@ -43,11 +43,11 @@ from tests.reliability.test_load_and_outage import (
     send_until_2xx,
     worker_env,
 )
-from tests.reliability.timed_handlers import HANDLERS
 from tests.support import REPO, command, free_port, running, wait_for_http
 from tests.test_workers_process import wait_until
 
 QUEUE = "kayle"
+HANDLERS = ("first", "slow", "last")  # tests.reliability.timed_handlers (not imported here: it would register them)
 Event = tuple[dict[str, Any], Delivery]
 
 
