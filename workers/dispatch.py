@@ -122,7 +122,7 @@ def handle_delivery(
         logging.INFO,
         "event handled",
         event_id=event_id,
-        type=event.type,
+        type=context.event_type,
         attempt=attempt,
         handlers=len(handlers),
         ran=len(pending),
@@ -209,7 +209,8 @@ def _run_all(
     for index, handler in enumerate(handlers):
         started = time.perf_counter()
         try:
-            handler.func(event.model_copy(deep=True), context)
+            # Each handler gets an event of its own; the last one can have the original, which nothing reads after.
+            handler.func(event if index == len(handlers) - 1 else event.model_copy(deep=True), context)
         except BaseException as exc:  # every handler error is recorded, sanitized, below
             failures.append(_describe(handler, exc))
             record_handler_run(redis, handler.name, "error", time.perf_counter() - started)
