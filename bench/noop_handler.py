@@ -8,8 +8,3 @@ from workers import BaseEvent, Context, on_any
 @on_any
 def noop(event: BaseEvent, ctx: Context) -> None:
     return None
-
-
-def bare_job() -> None:
-    """The bare RQ baseline's job: nothing at all."""
-    return None
