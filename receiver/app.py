@@ -80,7 +80,7 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
             envelope = read_envelope(plaintext)
             facts.update(event_id=envelope.event_id, type=envelope.type)
             delivery = Delivery(
-                jwe=body.decode("ascii").strip(),
+                jwe=body.decode("ascii"),  # exactly as received: ASCII, checked by jwe.parse
                 event_id=envelope.event_id,
                 event_type=envelope.type,
                 kid=parsed.kid,
