@@ -113,8 +113,6 @@ def handle_delivery(
     failures = _run_all(pending, event, context, redis, runtime.settings)
     if failures:
         _fail(job, redis, runtime.settings, context, failures, len(handlers))
-    if not pending:  # all done on an earlier attempt (otherwise the last completion deleted the progress set)
-        redis.delete(progress_key(event_id))
     if start.other_executions:
         _drop_dead_executions(job, redis)
     log(
@@ -203,8 +201,8 @@ def _run_all(
     handlers: list[Handler], event: BaseEvent, context: Context, redis: Redis, settings: Settings
 ) -> list[Failure]:
     """Run ``handlers`` in order and return their failures. Each completion joins the event's progress set
-    at once, so a retry (after a failure or a crash) skips it; the completion that ends the event (the last
-    handler, none failed) deletes the set instead, in the same transaction as its figures."""
+    at once, in the same transaction as its figures, so a retry (after a failure or a crash) skips it. The set
+    goes when RQ deletes the finished job, in RQ's own success transaction (:mod:`workers.jobclass`)."""
     failures: list[Failure] = []
     for index, handler in enumerate(handlers):
         started = time.perf_counter()
@@ -228,11 +226,8 @@ def _run_all(
                 break  # the job's time is up or the process is stopping: leave the rest for the retry
             continue
         with redis.pipeline(transaction=True) as pipe:
-            if index == len(handlers) - 1 and not failures:
-                pipe.delete(progress_key(context.event_id))
-            else:
-                pipe.sadd(progress_key(context.event_id), handler.name)
-                pipe.expire(progress_key(context.event_id), settings.dedup_ttl_seconds)
+            pipe.sadd(progress_key(context.event_id), handler.name)
+            pipe.expire(progress_key(context.event_id), settings.dedup_ttl_seconds)
             record_handler_run(pipe, handler.name, "ok", time.perf_counter() - started)
             pipe.execute()
     return failures

@@ -32,6 +32,7 @@ from receiver import logs
 from receiver.logs import log
 from receiver.settings import ConfigError, Settings, load_config
 from workers import dispatch
+from workers.jobclass import KayleJob
 from workers.plugins import load_handlers
 from workers.registry import Registry
 
@@ -86,7 +87,11 @@ def run(args: argparse.Namespace) -> int:
     factory = worker_factory(settings, simple=args.simple)
     if args.processes > 1:
         pool = WorkerPool(
-            [settings.queue], connection=connection, num_workers=args.processes, worker_class=cast(Any, factory)
+            [settings.queue],
+            connection=connection,
+            num_workers=args.processes,
+            worker_class=cast(Any, factory),
+            job_class=KayleJob,  # the pool passes its own job_class to each worker, over the factory's
         )
         pool.start(burst=args.burst, logging_level=settings.log_level)
     else:
@@ -104,6 +109,7 @@ def worker_factory(settings: Settings, *, simple: bool) -> Callable[..., BaseWor
         "job_monitoring_interval": timing.monitoring,
         "maintenance_interval": timing.maintenance,
         "worker_ttl": timing.maintenance + 15,
+        "job_class": KayleJob,  # a finished job's progress set goes in RQ's success transaction
     }
     if simple:
         return functools.partial(SimpleWorker, **common)

@@ -8,8 +8,9 @@ a ``started`` without its ``ok`` is a handler caught mid-run. Switches, read at 
 - ``KAYLE_TEST_STALL``: comma-separated event ids for which ``slow`` works 120 s instead,
   so a test can kill or stop its worker while that handler is certainly running;
 - ``KAYLE_TEST_DIE_AFTER``: comma-separated event ids; on their first attempt, ``first`` leaves a
-  thread that SIGKILLs the work horse as soon as the event's progress set is deleted, i.e. just
-  after every handler completed and before RQ records the job as finished (a machine lost then).
+  thread that SIGKILLs the work horse as soon as ``last`` is recorded as completed (or the progress
+  set is gone), i.e. just after every handler completed, most often before RQ records the job as
+  finished (a machine lost then).
 
 Read the records with :func:`tests.plugins.recorder.read_records` and ``ok_counts``. Only worker
 processes import this module (``KAYLE_HANDLERS``): importing it registers its handlers in the
@@ -28,6 +29,7 @@ import redis
 
 from receiver.jobs import progress_key
 from workers import BaseEvent, Context, on_any
+from workers.registry import handler_name
 
 
 def _record(handler: str, ctx: Context, outcome: str) -> None:
@@ -56,7 +58,7 @@ def _work_seconds(ctx: Context) -> float:
 def first(event: BaseEvent, ctx: Context) -> None:
     _record("first", ctx, "started")
     if ctx.attempt == 1 and ctx.event_id in os.environ.get("KAYLE_TEST_DIE_AFTER", "").split(","):
-        threading.Thread(target=_die_once_progress_is_deleted, args=(ctx.event_id,), daemon=True).start()
+        threading.Thread(target=_die_once_every_handler_completed, args=(ctx.event_id,), daemon=True).start()
     _record("first", ctx, "ok")
 
 
@@ -73,10 +75,11 @@ def last(event: BaseEvent, ctx: Context) -> None:
     _record("last", ctx, "ok")
 
 
-def _die_once_progress_is_deleted(event_id: str) -> None:
+def _die_once_every_handler_completed(event_id: str) -> None:
     connection = redis.Redis.from_url(os.environ["KAYLE_REDIS_URL"])
     while not connection.exists(progress_key(event_id)):  # until a handler is recorded as completed
         pass
-    while connection.exists(progress_key(event_id)):  # until the job deletes the set: every handler completed
-        pass
+    last_name = handler_name(last)
+    while connection.exists(progress_key(event_id)) and not connection.sismember(progress_key(event_id), last_name):
+        pass  # until every handler is recorded as completed (or the set is gone, with the finished job)
     os.kill(os.getpid(), signal.SIGKILL)
