@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     job_timeout_seconds: int = Field(600, ge=1)
     failure_ttl_seconds: int = Field(2592000, ge=60)
     handlers: str = ""
+    # False: workers load only KAYLE_HANDLERS, not the installed entry-point plugins (workers.plugins).
+    load_entry_points: bool = True
     # A job abandoned by a killed worker runs again within about this many seconds (workers.process).
     abandoned_job_seconds: int = Field(180, ge=6)
     log_format: Literal["json", "text"] = "json"

@@ -7,7 +7,7 @@ import subprocess
 
 import redis
 
-from tests.support import command, free_port
+from tests.support import REPO, command, free_port
 
 
 def check(env: dict[str, str], **overrides: str) -> subprocess.CompletedProcess[str]:
@@ -44,3 +44,21 @@ def test_every_problem_is_reported_with_its_fix(env) -> None:
     unconfigured = check(env, KAYLE_SIGNING_SECRETS="")
     assert unconfigured.returncode == 1
     assert "FAIL  configuration: KAYLE_SIGNING_SECRETS:" in unconfigured.stdout
+
+
+def test_without_entry_points_only_the_modules_in_kayle_handlers_are_loaded(env) -> None:
+    def handlers_reported(**overrides: str) -> str:
+        result = subprocess.run(
+            command("check"), env={**os.environ, **env, "KAYLE_HANDLERS": "tests.plugins.recorder", **overrides},
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 0, result.stdout
+        return "\n".join(line for line in result.stdout.splitlines() if "handlers for" in line)
+
+    with_plugins = handlers_reported()
+    assert "kayle_example_plugin.handlers.record" in with_plugins  # the example plugin is installed
+    assert "tests.plugins.recorder.audit" in with_plugins
+
+    only_listed = handlers_reported(KAYLE_LOAD_ENTRY_POINTS="false")
+    assert "kayle_example_plugin" not in only_listed
+    assert "tests.plugins.recorder.audit" in only_listed

@@ -1,5 +1,7 @@
 """Finding handler plugins: the entry-point group ``kayle_webhooks.handlers`` and ``KAYLE_HANDLERS``.
 
+``KAYLE_LOAD_ENTRY_POINTS=false`` leaves the entry-point group out: only ``KAYLE_HANDLERS`` is loaded.
+
 Importing a plugin module runs its ``@on``/``@on_any`` decorators, which fill
 :data:`workers.registry.REGISTRY`. A plugin that fails to import stops the
 worker: a worker never runs with a handler missing.
@@ -30,11 +32,14 @@ class Plugin:
 
 
 def discover(settings: Settings) -> list[Plugin]:
-    """Every plugin a worker would load, entry points first."""
-    found = [
-        Plugin(ep.name, ep.value, "entry point")
-        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
-    ]
+    """Every plugin a worker would load: entry points first (unless ``KAYLE_LOAD_ENTRY_POINTS`` is false),
+    then ``KAYLE_HANDLERS``."""
+    found: list[Plugin] = []
+    if settings.load_entry_points:
+        found = [
+            Plugin(ep.name, ep.value, "entry point")
+            for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+        ]
     return found + [Plugin(module, module, "KAYLE_HANDLERS") for module in settings.handler_modules()]
 
 
