@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from tests.plugins.harness import (
     failed_ids,
     leaked,
     log_texts,
+    pending,
     post_all,
     redis_blobs,
     worker_env,
@@ -25,6 +27,7 @@ from tests.plugins.harness import (
 from tests.plugins.recorder import ok_counts, read_records
 from tests.support import FIXTURE_KID, Fixture, claim_values
 from workers import dispatch, failures
+from workers.process import work_burst
 from workers.registry import Registry
 
 pytestmark = pytest.mark.anyio
@@ -284,3 +287,32 @@ async def test_an_event_the_worker_cannot_decrypt_fails_with_the_reason_and_noth
     assert read_records(Path(values["KAYLE_TEST_RECORD"])) == []
     assert failures.list_command(argparse.Namespace()) == 0
     assert "workers.dispatch.EventUnreadable" in capsys.readouterr().out
+
+
+async def test_a_job_listing_a_dead_execution_still_completes(
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_client: redis.Redis,
+    fixtures: list[Fixture],
+) -> None:
+    """A worker killed after RQ listed its execution of the job, before the attempt was counted: RQ 3.0.0
+    keeps that execution listed in the job's execution registry (about 60 s) after its record is gone, and
+    deleting the finished job then raises ValueError inside RQ, leaving the job unfinished. The worker unlists
+    such executions (``dispatch._drop_dead_executions``), so the job completes."""
+    values = worker_env(env, tmp_path, monkeypatch)
+    settings = configure_in_process()
+    fixture = by_name(fixtures, "verification.session.succeeded")
+    await post(fixture)
+    job = Job.fetch(job_id(fixture.event_id), connection=redis_client)
+    redis_client.zadd(job.execution_registry.key, {"dead-execution": time.time() + 60})  # listed, no record
+
+    work_burst(settings, redis_client)  # one burst: a job RQ failed to finish would stay started
+
+    assert pending(redis_client, settings.queue) == 0 and failed_ids(redis_client, settings.queue) == []
+    for key in (Job.key_for(job.id), job.execution_registry.key, progress_key(fixture.event_id)):
+        assert redis_client.exists(key) == 0, key
+    counts = ok_counts(read_records(Path(values["KAYLE_TEST_RECORD"])))
+    assert {h for (h, event_id), n in counts.items() if event_id == fixture.event_id and n == 1} == (
+        expected_handlers(fixture.type)
+    )
