@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from receiver.errors import PayloadRejected
 
@@ -26,12 +27,22 @@ class Envelope:
 
 def read_envelope(plaintext: bytes) -> Envelope:
     """Return the routing fields or raise :class:`PayloadRejected` (never quoting the payload)."""
+    return envelope_of(load_payload(plaintext))
+
+
+def load_payload(plaintext: bytes) -> dict[str, Any]:
+    """The decrypted payload as a JSON object, or :class:`PayloadRejected`."""
     try:
         payload = json.loads(plaintext)
     except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
         raise PayloadRejected("payload_invalid", "the decrypted payload is not UTF-8 JSON") from None
     if not isinstance(payload, dict):
         raise PayloadRejected("payload_invalid", "the decrypted payload is not a JSON object")
+    return payload
+
+
+def envelope_of(payload: dict[str, Any]) -> Envelope:
+    """The routing fields of a payload (the same rules at the door and in the worker)."""
     event_type = payload.get("type")
     if not isinstance(event_type, str) or not EVENT_TYPE.fullmatch(event_type):
         raise PayloadRejected("payload_invalid", "the payload has no usable string 'type'")

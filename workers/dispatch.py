@@ -8,7 +8,6 @@ traceback frames (file, line, function), raised ``from None``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
@@ -23,7 +22,8 @@ from rq.executions import Execution
 from rq.job import Job, get_current_job
 
 from receiver import jwe as jwe_format
-from receiver.errors import JweRejected
+from receiver.envelope import envelope_of, load_payload
+from receiver.errors import JweRejected, PayloadRejected
 from receiver.jobs import progress_key
 from receiver.keyring import Keyring
 from receiver.logs import log
@@ -130,18 +130,13 @@ def handle_delivery(
 def read_event(jwe: str, event_id: str, keyring: Keyring) -> BaseEvent:
     """Decrypt and validate; raise :class:`EventUnreadable` with a reason that quotes nothing of the payload."""
     try:
-        plaintext = jwe_format.decrypt(jwe_format.parse(jwe.encode("ascii")), keyring)
-    except JweRejected as rejected:
+        payload = load_payload(jwe_format.decrypt(jwe_format.parse(jwe.encode("ascii")), keyring))
+        envelope = envelope_of(payload)
+    except (JweRejected, PayloadRejected) as rejected:
         raise EventUnreadable(f"{rejected.code}: {rejected.message}") from None
     except UnicodeEncodeError:
         raise EventUnreadable("jwe_malformed: the queued JWE is not ASCII") from None
-    try:
-        payload = json.loads(plaintext)
-    except ValueError:
-        raise EventUnreadable("payload_invalid: the decrypted payload is not JSON") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
-        raise EventUnreadable("payload_invalid: the decrypted payload has no string 'type'")
-    model = model_for(payload["type"])
+    model = model_for(envelope.type)
     places = ""
     try:
         event = model.model_validate(payload)
