@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,14 +179,24 @@ def test_a_worker_killed_mid_handler_under_load_reruns_only_the_interrupted_hand
     assert not list(redis_client.scan_iter("kayle:done:*")) and not list(redis_client.scan_iter("rq:job:*"))
 
 
-def test_a_receiver_killed_mid_load_and_restarted_loses_nothing_it_acknowledged(
-    env: dict[str, str], config: Config, tmp_path: Path, redis_client: redis.Redis, redis_url: str
-) -> None:
-    """400 events, 8 senders retrying every non-2xx and every connection error as Kayle does; the receiver is
-    SIGKILLed a third of the way in and restarted on the same port. Every event answered 2xx has exactly one
-    job; a request cut by the kill after its event was stored is answered "duplicate" on its retry (acceptance
-    is at-least-once on the wire, exactly once per event id); workers then handle every event exactly once."""
-    events = make_events(400, config)
+@dataclass
+class Interrupted:
+    """What happened when a receiver was signalled a third of the way into a load and then restarted."""
+
+    events: list[Event]
+    serve_env: dict[str, str]
+    answers: list[int]
+    outcomes: dict[str, str]
+    exit_code: int
+    at: int  # events accepted when the receiver stopped
+
+
+def interrupt_receiver_under_load(
+    count: int, sig: signal.Signals, env: dict[str, str], config: Config, tmp_path: Path, redis_url: str
+) -> Interrupted:
+    """``count`` events from 8 senders retrying like Kayle; ``sig`` to the receiver once a third are accepted;
+    a new receiver on the same port takes the rest, until every sender is done."""
+    events = make_events(count, config)
     serve_env = worker_env(env, tmp_path, redis_url)
     port = free_port()
     url = f"http://127.0.0.1:{port}{PATH}"
@@ -198,14 +209,26 @@ def test_a_receiver_killed_mid_load_and_restarted_loses_nothing_it_acknowledged(
         wait_for_http(f"http://127.0.0.1:{port}/healthz", process=receiver)
         sender.start()
         wait_until(lambda: len(outcomes) >= len(events) // 3, 60, "a third of the events accepted")
-        receiver.send_signal(signal.SIGKILL)
-        receiver.wait()
-        killed_at = len(outcomes)
+        receiver.send_signal(sig)
+        exit_code = receiver.wait(timeout=30)
+        at = len(outcomes)
     time.sleep(0.5)
     with running(serve, serve_env, tmp_path / "serve-2.log") as receiver:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", process=receiver)
         sender.join(timeout=90)
         assert not sender.is_alive()
+    return Interrupted(events, serve_env, answers, outcomes, exit_code, at)
+
+
+def test_a_receiver_killed_mid_load_and_restarted_loses_nothing_it_acknowledged(
+    env: dict[str, str], config: Config, tmp_path: Path, redis_client: redis.Redis, redis_url: str
+) -> None:
+    """400 events, 8 senders retrying every non-2xx and every connection error as Kayle does; the receiver is
+    SIGKILLed a third of the way in and restarted on the same port. Every event answered 2xx has exactly one
+    job; a request cut by the kill after its event was stored is answered "duplicate" on its retry (acceptance
+    is at-least-once on the wire, exactly once per event id); workers then handle every event exactly once."""
+    run = interrupt_receiver_under_load(400, signal.SIGKILL, env, config, tmp_path, redis_url)
+    events, answers, outcomes, killed_at = run.events, run.answers, run.outcomes, run.at
 
     print(f"killed after {killed_at} accepted; outcomes {Counter(outcomes.values())}")  # reported with -s
     assert 0 in answers, "no request failed: the kill was not noticed, the test did not test anything"
@@ -216,7 +239,7 @@ def test_a_receiver_killed_mid_load_and_restarted_loses_nothing_it_acknowledged(
     assert sorted(queued) == sorted(job_id(event_id) for event_id in ids)  # one job per event, none twice
     for event_id in ids:
         assert redis_client.exists(marker_key(event_id), Job.key_for(job_id(event_id))) == 2, event_id
-    run_workers(serve_env, tmp_path / "worker.log")
+    run_workers(run.serve_env, tmp_path / "worker.log")
     assert_handled_exactly_once(tmp_path / "records.jsonl", {p["metadata"]["event_id"]: p["type"] for p, _ in events})
     assert failed_ids(redis_client, QUEUE) == []
 
@@ -271,29 +294,12 @@ def test_sigterm_to_the_receiver_under_load_answers_what_is_in_flight_and_exits_
     """SIGTERM to the receiver a third of the way into 300 events (8 senders retrying like Kayle): uvicorn stops
     accepting, answers the requests it is working on, and exits; no 2xx without a job. A restarted receiver
     takes the rest. No event is answered "duplicate": no request whose event was stored went unanswered."""
-    events = make_events(300, config)
-    serve_env = worker_env(env, tmp_path, redis_url)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}{PATH}"
-    serve = command("serve", "--port", str(port))
-    answers: list[int] = []
-    outcomes: dict[str, str] = {}
-    sender = threading.Thread(target=send_all, args=(url, events, config.secrets[0], answers, outcomes))
-
-    with running(serve, serve_env, tmp_path / "serve-1.log") as receiver:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", process=receiver)
-        sender.start()
-        wait_until(lambda: len(outcomes) >= len(events) // 3, 60, "a third of the events accepted")
-        receiver.send_signal(signal.SIGTERM)
-        # uvicorn shuts down gracefully, then re-raises the signal it caught: death by SIGTERM, not a crash.
-        assert receiver.wait(timeout=30) == -signal.SIGTERM
-        stopped_at = len(outcomes)
+    run = interrupt_receiver_under_load(300, signal.SIGTERM, env, config, tmp_path, redis_url)
+    events, answers, outcomes, stopped_at = run.events, run.answers, run.outcomes, run.at
+    # uvicorn shuts down gracefully, then re-raises the signal it caught: death by SIGTERM, not a crash.
+    assert run.exit_code == -signal.SIGTERM
     first_log = (tmp_path / "serve-1.log").read_text(errors="replace")
     assert "Traceback" not in first_log and "Finished server process" in first_log, first_log[-2000:]
-    with running(serve, serve_env, tmp_path / "serve-2.log") as receiver:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", process=receiver)
-        sender.join(timeout=90)
-        assert not sender.is_alive()
 
     print(f"stopped after {stopped_at} accepted; answers {Counter(answers)}")  # reported with -s
     assert stopped_at < len(events) and 0 in answers
