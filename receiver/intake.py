@@ -6,20 +6,31 @@ runs a script without interleaving other clients, so any number of concurrent
 copies of one event yield exactly one job. The script checks the types of every
 key it writes before writing any, so a runtime error cannot stop it halfway; the
 marker is written last, so even then no marker can exist without its job.
+
+Deliveries that arrive while one batch of script calls is on its way to Redis
+go together in the next batch: one pipeline, one round trip and one connection
+for however many requests are waiting, and no waiting at all when only one is.
+Each script call stays atomic on its own; a batch shares only the transport.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
 from typing import Literal
 
 from redis.asyncio import Redis as AsyncRedis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from rq.job import Job
 from rq.queue import Queue
 
 from receiver.errors import Unavailable
 from receiver.jobs import Delivery, JobTemplate, job_id, marker_key
+from receiver.logs import log
 from receiver.settings import Settings
+
+logger = logging.getLogger("kayle.receiver")
 
 Outcome = Literal["accepted", "duplicate"]
 
@@ -69,29 +80,97 @@ def intake_script(settings: Settings, template: JobTemplate) -> str:
     return _SCRIPT % {"constant_fields": constants, "dedup_ttl": int(settings.dedup_ttl_seconds)}
 
 
+# The script's four keys, then its five arguments.
+_Call = tuple[str, str, str, str, str, int, str | bytes, str | bytes, str | bytes]
+_KEYS = 4
+
+
 class Intake:
-    """Stores accepted deliveries; one per receiver process."""
+    """Stores accepted deliveries; one per receiver process (and event loop)."""
 
     def __init__(self, redis: AsyncRedis, settings: Settings) -> None:
+        self._redis = redis
         self._template = JobTemplate(settings)
-        self._script = redis.register_script(intake_script(settings, self._template))
+        self._script = intake_script(settings, self._template)
+        self._sha = hashlib.sha1(self._script.encode("utf-8")).hexdigest()  # noqa: S324 (Redis names scripts so)
         self._queue_key = Queue.redis_queue_namespace_prefix + settings.queue
         self._queues_key = Queue.redis_queues_keys
+        self._waiting: list[tuple[_Call, asyncio.Future[int]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def store(self, delivery: Delivery) -> Outcome:
         """Write marker and job atomically; raise :class:`Unavailable` on any Redis error."""
+        answer = asyncio.get_running_loop().create_future()
+        self._waiting.append((self._call(delivery), answer))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_batches())
+        created = await answer
+        return "accepted" if created == 1 else "duplicate"
+
+    def _call(self, delivery: Delivery) -> _Call:
+        """The script's keys and arguments for ``delivery``."""
         fields = self._template.per_event_fields(delivery)
-        job_key = Job.redis_job_namespace_prefix + job_id(delivery.event_id)
-        keys = [marker_key(delivery.event_id), job_key, self._queue_key, self._queues_key]
-        args: list[str | bytes | int] = [
-            job_id(delivery.event_id),
+        event_job_id = job_id(delivery.event_id)
+        return (
+            marker_key(delivery.event_id),
+            Job.redis_job_namespace_prefix + event_job_id,
+            self._queue_key,
+            self._queues_key,
+            event_job_id,
             int(delivery.received_at),
             fields["created_at"],
             fields["data"],
             fields["description"],
-        ]
+        )
+
+    async def _write_batches(self) -> None:
         try:
-            created = await self._script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise Unavailable() from exc
-        return "accepted" if created == 1 else "duplicate"
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                await self._write(batch)
+        finally:
+            self._writer = None
+            # Only when a write was interrupted (shutdown): no caller may wait for a batch that will not come.
+            stranded, self._waiting = self._waiting, []
+            _settle(stranded, [None] * len(stranded))
+
+    async def _write(self, batch: list[tuple[_Call, asyncio.Future[int]]]) -> None:
+        """Run the script once per call of ``batch`` and settle every caller's future, whatever happens."""
+        try:
+            replies = await self._run([call for call, _ in batch])
+        except Exception as exc:
+            if not isinstance(exc, (RedisError, OSError)):
+                log(logger, logging.ERROR, "intake failed unexpectedly; answering 503", exception=type(exc).__name__)
+            replies = [exc] * len(batch)
+        except BaseException:  # cancelled (shutdown): nobody may wait for this batch
+            _settle(batch, [None] * len(batch))
+            raise
+        _settle(batch, replies)
+
+    async def _run(self, calls: list[_Call]) -> list[object]:
+        replies = await self._pipeline(calls)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:  # Redis restarted or its scripts were flushed: load ours, run those calls again
+            await self._redis.script_load(self._script)
+            for i, reply in zip(missing, await self._pipeline([calls[i] for i in missing]), strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _pipeline(self, calls: list[_Call]) -> list[object]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for call in calls:
+                pipe.evalsha(self._sha, _KEYS, *call)
+            replies: list[object] = await pipe.execute(raise_on_error=False)
+        return replies
+
+
+def _settle(batch: list[tuple[_Call, asyncio.Future[int]]], replies: list[object]) -> None:
+    for (_, answer), reply in zip(batch, replies, strict=True):
+        if answer.done():  # its request was cancelled (client gone); the event may be stored all the same
+            continue
+        if isinstance(reply, int):
+            answer.set_result(reply)
+        else:
+            unavailable = Unavailable()
+            unavailable.__cause__ = reply if isinstance(reply, BaseException) else None
+            answer.set_exception(unavailable)

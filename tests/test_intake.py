@@ -10,7 +10,8 @@ import httpx
 import pytest
 from rq import Queue
 
-from receiver.app import create_app
+from receiver.app import connect_redis, create_app
+from receiver.errors import Unavailable
 from receiver.jobs import job_id, marker_key
 from receiver.sender import sign_delivery
 from receiver.settings import load_config
@@ -99,3 +100,34 @@ async def test_the_stored_job_is_the_one_rq_itself_would_store(client, fixtures,
     }
     assert set(ours) == set(theirs)
     assert delivery.kwargs() == dataclasses.asdict(delivery)
+
+
+async def test_one_bad_event_in_a_batch_fails_alone(config, fixtures, redis_client):
+    """Concurrent deliveries share one pipeline; a Redis error on one of them answers 503 for that one only."""
+    from receiver.intake import Intake
+    from receiver.jobs import Delivery
+
+    bad, *good = fixtures[:4]
+    redis_client.set(f"rq:job:{job_id(bad.event_id)}", "not a hash")
+    client = connect_redis(config.settings.redis_url)
+    intake = Intake(client, config.settings)
+    deliveries = [Delivery(f.body.decode(), f.event_id, f.type, "kid", None, FIXTURE_TIME) for f in [bad, *good]]
+    try:
+        outcomes = await asyncio.gather(*(intake.store(d) for d in deliveries), return_exceptions=True)
+    finally:
+        await client.aclose()
+    assert isinstance(outcomes[0], Unavailable)
+    assert outcomes[1:] == ["accepted"] * len(good)
+    assert not redis_client.exists(marker_key(bad.event_id))
+    assert Queue("kayle", connection=redis_client).job_ids == [job_id(f.event_id) for f in good]
+
+
+async def test_deliveries_are_accepted_after_redis_forgets_its_scripts(client, fixtures, redis_client):
+    """After a Redis restart (or SCRIPT FLUSH) the intake script is loaded again, within the same request."""
+    first, second = fixtures[:2]
+    assert (await client.post(PATH, content=first.body, headers=first.headers)).json()["status"] == "accepted"
+    redis_client.script_flush()
+    answer = await client.post(PATH, content=second.body, headers=second.headers)
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "accepted"
+    assert Queue("kayle", connection=redis_client).job_ids == [job_id(first.event_id), job_id(second.event_id)]
