@@ -22,7 +22,6 @@ from receiver.settings import Settings
 DISPATCH_FUNCTION = "workers.dispatch.handle_delivery"
 
 MARKER_PREFIX = "kayle:event:"
-PROGRESS_PREFIX = "kayle:done:"
 JOB_PREFIX = "kayle-"
 
 
@@ -52,11 +51,6 @@ class Delivery:
 def marker_key(event_id: str) -> str:
     """The dedup marker: present while the event counts as accepted."""
     return MARKER_PREFIX + event_id
-
-
-def progress_key(event_id: str) -> str:
-    """The set of handler names that completed for the event (kept while the event is in flight)."""
-    return PROGRESS_PREFIX + event_id
 
 
 def job_id(event_id: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import redis
 from rq.job import Job
 
-from receiver.jobs import job_id, marker_key, progress_key
+from receiver.jobs import job_id, marker_key
 from receiver.keyring import Keyring, load_keyring
 from receiver.stats import STATS_KEY
 from tests.plugins.harness import (
@@ -27,6 +28,7 @@ from tests.plugins.harness import (
 from tests.plugins.recorder import ok_counts, read_records
 from tests.support import FIXTURE_KID, Fixture, claim_values
 from workers import dispatch, failures
+from workers.jobclass import DONE_FIELD
 from workers.process import work_burst
 from workers.registry import Registry
 
@@ -95,8 +97,7 @@ async def test_every_fixture_reaches_its_handlers_exactly_once_with_its_model(
     assert failed_ids(redis_client, settings.queue) == []
     for fixture in fixtures:
         assert redis_client.exists(marker_key(fixture.event_id)) == 1
-        assert redis_client.exists(progress_key(fixture.event_id)) == 0
-        assert redis_client.exists(Job.key_for(job_id(fixture.event_id))) == 0
+        assert redis_client.exists(Job.key_for(job_id(fixture.event_id))) == 0  # with its progress
     assert_private(redis_client, fixtures, caplog.text, *log_texts(caplog))
 
 
@@ -122,7 +123,7 @@ async def test_a_handler_failing_twice_then_succeeding_does_not_rerun_the_others
     assert counts[("succeeded", fixture.event_id)] == 1
     assert counts[("audit", fixture.event_id)] == 1
     assert failed_ids(redis_client, settings.queue) == []
-    assert redis_client.exists(progress_key(fixture.event_id)) == 0
+    assert redis_client.exists(Job.key_for(job_id(fixture.event_id))) == 0  # with its progress
     stats = redis_client.hgetall(STATS_KEY)
     assert stats[b"runs\ttests.plugins.recorder.flaky\terror"] == b"2"
     assert stats[b"runs\ttests.plugins.recorder.flaky\tok"] == b"1"
@@ -176,7 +177,7 @@ async def test_an_always_failing_handler_waits_in_the_failed_registry_until_fixe
     for handler in ("succeeded", "audit", "flaky", "hang"):
         assert counts[(handler, fixture.event_id)] == 1, handler
     assert failed_ids(redis_client, settings.queue) == []
-    assert redis_client.exists(progress_key(fixture.event_id)) == 0
+    assert redis_client.exists(Job.key_for(job_id(fixture.event_id))) == 0  # with its progress
     assert failures.list_command(argparse.Namespace()) == 0
     assert "no failed events" in capsys.readouterr().out
     assert_private(redis_client, fixtures, caplog.text, *log_texts(caplog))
@@ -232,12 +233,12 @@ async def test_forget_drops_a_failed_event_and_its_progress(
     await post(fixture)
     drain(settings, redis_client)
     assert failed_ids(redis_client, settings.queue) == [job_id(fixture.event_id)]
-    assert redis_client.scard(progress_key(fixture.event_id)) > 0  # the handlers that completed
+    assert json.loads(redis_client.hget(Job.key_for(job_id(fixture.event_id)), DONE_FIELD))  # handlers that completed
 
     assert failures.forget_command(argparse.Namespace(event_ids=[fixture.event_id])) == 0
 
     assert failed_ids(redis_client, settings.queue) == []
-    for key in (marker_key(fixture.event_id), progress_key(fixture.event_id), Job.key_for(job_id(fixture.event_id))):
+    for key in (marker_key(fixture.event_id), Job.key_for(job_id(fixture.event_id))):
         assert redis_client.exists(key) == 0, key
 
 
@@ -299,7 +300,7 @@ async def test_a_job_listing_a_dead_execution_still_completes(
     """A worker killed after RQ listed its execution of the job, before the attempt was counted: RQ 3.0.0
     keeps that execution listed in the job's execution registry (about 60 s) after its record is gone, and
     deleting the finished job then raises ValueError inside RQ, leaving the job unfinished. The worker unlists
-    such executions (``dispatch._drop_dead_executions``), so the job completes."""
+    such executions when that happens (``KayleJob.delete``), so the job completes."""
     values = worker_env(env, tmp_path, monkeypatch)
     settings = configure_in_process()
     fixture = by_name(fixtures, "verification.session.succeeded")
@@ -310,7 +311,7 @@ async def test_a_job_listing_a_dead_execution_still_completes(
     work_burst(settings, redis_client)  # one burst: a job RQ failed to finish would stay started
 
     assert pending(redis_client, settings.queue) == 0 and failed_ids(redis_client, settings.queue) == []
-    for key in (Job.key_for(job.id), job.execution_registry.key, progress_key(fixture.event_id)):
+    for key in (Job.key_for(job.id), job.execution_registry.key):
         assert redis_client.exists(key) == 0, key
     counts = ok_counts(read_records(Path(values["KAYLE_TEST_RECORD"])))
     assert {h for (h, event_id), n in counts.items() if event_id == fixture.event_id and n == 1} == (

@@ -18,25 +18,23 @@ from typing import Any
 
 from pydantic import ValidationError
 from redis import Redis
-from rq.executions import Execution
 from rq.job import Job, get_current_job
 
 from receiver import jwe as jwe_format
 from receiver.envelope import envelope_of, load_payload
 from receiver.errors import JweRejected, PayloadRejected
-from receiver.jobs import progress_key
 from receiver.keyring import Keyring
 from receiver.logs import log
 from receiver.settings import Settings, load_config
 from receiver.stats import record_handler_run, record_unhandled
+from workers.jobclass import KayleJob
 from workers.models import BaseEvent, Context, model_for
 from workers.plugins import load_handlers
 from workers.registry import Handler, Registry
 
 logger = logging.getLogger("kayle.worker")
 
-#: Job meta keys (ids, names and counts only): read by ``kayle-webhooks failed list``.
-META_ATTEMPTS = "kayle_attempts"
+#: Job meta keys (names only): read by ``kayle-webhooks failed list``.
 META_FAILED_HANDLERS = "kayle_failed_handlers"
 META_ERROR_TYPES = "kayle_error_types"
 _MAX_FRAMES = 12
@@ -91,15 +89,13 @@ def handle_delivery(
     runtime = current_runtime()
     job = get_current_job()
     redis: Redis = job.connection if job is not None else Redis.from_url(runtime.settings.redis_url)
-    start = _start_attempt(job, redis, event_id)
-    attempt = start.attempt
+    kayle_job = job if isinstance(job, KayleJob) else None
+    attempt = kayle_job.attempt if kayle_job is not None else 1
     event = read_event(jwe, event_id, runtime.keyring)
     handlers = runtime.registry.for_type(event.type)
     if not handlers:
         record_unhandled(redis, event.type)
         log(logger, logging.INFO, "event unhandled", event_id=event_id, type=event.type, attempt=attempt)
-        if start.other_executions:
-            _drop_dead_executions(job, redis)
         return
     context = Context(
         event_id=event_id,
@@ -109,12 +105,11 @@ def handle_delivery(
         received_at=datetime.fromtimestamp(received_at, UTC),
         attempt=attempt,
     )
-    pending = [h for h in handlers if h.name not in start.done]
-    failures = _run_all(pending, event, context, redis, runtime.settings)
+    done = kayle_job.done if kayle_job is not None else frozenset()
+    pending = [h for h in handlers if h.name not in done]
+    failures = _run_all(pending, event, context, redis, kayle_job)
     if failures:
-        _fail(job, redis, runtime.settings, context, failures, len(handlers))
-    if start.other_executions:
-        _drop_dead_executions(job, redis)
+        _fail(job, context, failures, len(handlers))
     log(
         logger,
         logging.INFO,
@@ -149,56 +144,14 @@ def read_event(jwe: str, event_id: str, keyring: Keyring) -> BaseEvent:
     return event
 
 
-@dataclass(frozen=True)
-class Start:
-    """What a run knows before its handlers run."""
-
-    attempt: int
-    done: set[str]  # handlers that completed on an earlier attempt
-    other_executions: bool  # the job lists executions besides this one (an earlier run's worker died)
-
-
-def _start_attempt(job: Job | None, redis: Redis, event_id: str) -> Start:
-    """Count this run in the job's meta (it survives retries and requeues), clear the last failure, and read
-    the handlers already done and the job's executions: one round trip."""
-    with redis.pipeline(transaction=False) as pipe:
-        pipe.smembers(progress_key(event_id))
-        if job is None:
-            (done,) = pipe.execute()
-            return Start(1, {name.decode() for name in done}, other_executions=False)
-        attempt = int(job.meta.get(META_ATTEMPTS, 0)) + 1
-        job.meta[META_ATTEMPTS] = attempt
-        job.meta.pop(META_FAILED_HANDLERS, None)
-        job.meta.pop(META_ERROR_TYPES, None)
-        pipe.hset(job.key, "meta", job.serializer.dumps(job.meta))  # what job.save_meta() writes
-        pipe.zrange(job.execution_registry.key, 0, -1)
-        done, _, executions = pipe.execute()
-    # RQ lists this run's own execution before the job starts: any other one belongs to an earlier run.
-    return Start(attempt, {name.decode() for name in done}, other_executions=len(executions) > 1)
-
-
-def _drop_dead_executions(job: Job | None, redis: Redis) -> None:
-    """Work around RQ 3.0.0: an abandoned execution (its worker was killed) stays listed in the job's
-    execution registry about 60 s after its record expired, and finishing the job in that window fails
-    (``Execution.fetch`` raises ValueError while deleting the job). Unlist executions whose record is gone.
-    Only needed when :func:`_start_attempt` saw executions other than the current one: a run that
-    never lost a worker has none, and skips these round trips."""
-    if job is None:
-        return
-    registry = job.execution_registry
-    for raw in redis.zrange(registry.key, 0, -1):
-        execution_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-        if not redis.exists(Execution(id=execution_id, job_id=job.id, connection=redis).key):
-            redis.zrem(registry.key, execution_id)
-
-
 def _run_all(
-    handlers: list[Handler], event: BaseEvent, context: Context, redis: Redis, settings: Settings
+    handlers: list[Handler], event: BaseEvent, context: Context, redis: Redis, job: KayleJob | None
 ) -> list[Failure]:
-    """Run ``handlers`` in order and return their failures. Each completion joins the event's progress set
-    at once, in the same transaction as its figures, so a retry (after a failure or a crash) skips it. The set
-    goes when RQ deletes the finished job, in RQ's own success transaction (:mod:`workers.jobclass`)."""
+    """Run ``handlers`` in order and return their failures. Each completion is recorded at once in the job's
+    progress (:mod:`workers.jobclass`), in the same transaction as its figures, so a retry (after a failure or
+    a crash) skips it; the progress goes with the job when RQ deletes it on success."""
     failures: list[Failure] = []
+    completed: set[str] = set()
     for index, handler in enumerate(handlers):
         started = time.perf_counter()
         try:
@@ -220,9 +173,10 @@ def _run_all(
             if not isinstance(exc, Exception) or _is_timeout(exc):
                 break  # the job's time is up or the process is stopping: leave the rest for the retry
             continue
+        completed.add(handler.name)
         with redis.pipeline(transaction=True) as pipe:
-            pipe.sadd(progress_key(context.event_id), handler.name)
-            pipe.expire(progress_key(context.event_id), settings.dedup_ttl_seconds)
+            if job is not None:
+                job.record_done(completed, pipe)
             record_handler_run(pipe, handler.name, "ok", time.perf_counter() - started)
             pipe.execute()
     return failures
@@ -254,11 +208,8 @@ def _frames(tb: TracebackType | None) -> list[str]:
     return [f'  File "{f.filename}", line {f.lineno}, in {f.name}' for f in frames[-_MAX_FRAMES:]]
 
 
-def _fail(
-    job: Job | None, redis: Redis, settings: Settings, context: Context, failures: list[Failure], total: int
-) -> None:
-    """Keep progress while the event waits in the failed registry, then raise the sanitized error."""
-    redis.expire(progress_key(context.event_id), max(settings.dedup_ttl_seconds, settings.failure_ttl_seconds))
+def _fail(job: Job | None, context: Context, failures: list[Failure], total: int) -> None:
+    """Record the failing handlers in the job's meta (progress stays in the job), then raise the sanitized error."""
     if job is not None:
         job.meta[META_FAILED_HANDLERS] = [f.handler for f in failures]
         job.meta[META_ERROR_TYPES] = [f.error_type for f in failures]
@@ -272,10 +223,6 @@ def _fail(
     raise HandlerFailed("\n".join(lines)) from None
 
 
-def describe_failure(meta: dict[str, Any]) -> tuple[list[str], list[str], int]:
-    """Failing handlers, error types and attempts recorded in a job's meta."""
-    return (
-        list(meta.get(META_FAILED_HANDLERS, [])),
-        list(meta.get(META_ERROR_TYPES, [])),
-        int(meta.get(META_ATTEMPTS, 0)),
-    )
+def describe_failure(meta: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Failing handlers and their error types, as the last failed run recorded them in the job's meta."""
+    return list(meta.get(META_FAILED_HANDLERS, [])), list(meta.get(META_ERROR_TYPES, []))

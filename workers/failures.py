@@ -1,7 +1,7 @@
 """``kayle-webhooks failed list|requeue`` and ``kayle-webhooks forget``: the operator's side of failures.
 
 Everything shown comes from RQ's failed registry on ``KAYLE_QUEUE`` and the
-job's meta (handler names, exception types, attempt count): ids and names
+job itself (handler names, exception types, attempt count): ids and names
 only, never a claim. Requeueing runs only the handlers that have not completed.
 """
 
@@ -18,9 +18,10 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 
-from receiver.jobs import event_id_of, job_id, marker_key, progress_key
+from receiver.jobs import event_id_of, job_id, marker_key
 from receiver.settings import read_settings
 from workers.dispatch import describe_failure
+from workers.jobclass import KayleJob
 
 PROG = "kayle-webhooks"
 IN_FLIGHT = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
@@ -42,10 +43,10 @@ def failed_events(redis: Redis, queue: str) -> list[FailedEvent]:
     found = []
     for id_ in registry.get_job_ids():
         try:
-            job = Job.fetch(id_, connection=redis)
+            job = KayleJob.fetch(id_, connection=redis)
         except NoSuchJobError:
             continue
-        handlers, errors, attempts = describe_failure(job.meta)
+        handlers, errors = describe_failure(job.meta)
         found.append(
             FailedEvent(
                 event_id=event_id_of(job.id),
@@ -53,7 +54,7 @@ def failed_events(redis: Redis, queue: str) -> list[FailedEvent]:
                 handlers=handlers,
                 errors=errors or [_error_of(job)],
                 failed_at=job.ended_at or _failed_at(registry, job),
-                attempts=attempts,
+                attempts=job.attempts if isinstance(job, KayleJob) else 0,
             )
         )
     return found
@@ -138,7 +139,8 @@ def forget_command(args: argparse.Namespace) -> int:
 
 
 def forget(redis: Redis, event_id: str) -> bool:
-    """Drop the marker, the handler progress and a finished or failed job; ``False`` if the job is in flight."""
+    """Drop the marker and a finished or failed job (its handler progress with it); ``False`` if the job is in
+    flight."""
     try:
         job: Job | None = Job.fetch(job_id(event_id), connection=redis)
     except NoSuchJobError:
@@ -147,7 +149,7 @@ def forget(redis: Redis, event_id: str) -> bool:
         if job.get_status() in IN_FLIGHT:
             return False
         job.delete()
-    redis.delete(marker_key(event_id), progress_key(event_id))
+    redis.delete(marker_key(event_id))
     return True
 
 

@@ -1,32 +1,86 @@
-"""The RQ job class of our workers: deleting an event's job deletes its handler progress with it.
+"""The RQ job class of our workers: a job carries its event's attempt count and handler progress.
 
-Jobs are kept with ``result_ttl=0``, so when a job succeeds RQ 3 deletes it
-inside the transaction that records the success (``handle_job_success`` calls
-``job.cleanup(0, pipeline)``, which calls ``job.delete(pipeline)`` before the
-``EXEC``). Deleting the progress set (``kayle:done:<event_id>``) on that same
-pipeline makes "job finished" and "progress gone" one step: a work horse lost
-before it leaves the job unfinished with its progress intact, so the retry runs
-only the handlers that had not completed; lost after it, nothing runs again.
+Both are fields of the job's own hash, beside RQ's (RQ saves its fields with
+``HSET`` and never touches others), so:
+
+- they arrive with the job: RQ reads the whole hash when it dequeues a job,
+  and :meth:`KayleJob.restore` keeps them, at no extra round trip;
+- the attempt is counted in RQ's own start transaction
+  (:meth:`KayleJob.prepare_for_execution`), so a run is counted exactly when
+  RQ marks the job started;
+- progress lives and dies with the job: it stays while the job waits for a
+  retry or in the failed registry (and expires with it), and goes when RQ
+  deletes the finished job (``result_ttl=0``) inside the transaction that
+  records the success. A work horse lost before that leaves the job unfinished
+  with its progress intact, so the retry runs only the handlers that had not
+  completed; lost after it, nothing runs again.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
+from rq.executions import Execution
 from rq.job import Job
-
-from receiver.jobs import JOB_PREFIX, event_id_of, progress_key
+from rq.utils import decode_redis_hash
 
 if TYPE_CHECKING:
+    from redis import Redis
     from redis.client import Pipeline
+
+#: Our fields in the job hash: runs started so far, and the names of the handlers that completed (JSON list).
+ATTEMPTS_FIELD = "kayle_attempts"
+DONE_FIELD = "kayle_done"
 
 
 class KayleJob(Job):
-    """An RQ job whose deletion also deletes its event's progress set, in the same pipeline."""
+    """An RQ job with :attr:`attempts`, :attr:`attempt` and :attr:`done` read and written with its own hash."""
+
+    #: Runs started before this one (as stored when the job was fetched).
+    attempts: int = 0
+    #: This run's number, once RQ has started it.
+    attempt: int = 1
+    #: Handlers that completed in earlier runs.
+    done: frozenset[str] = frozenset()
+
+    def restore(self, raw_data: Any) -> Any:
+        restored = super().restore(raw_data)
+        fields = decode_redis_hash(raw_data)
+        self.attempts = int(fields.get(ATTEMPTS_FIELD) or 0)
+        self.attempt = self.attempts + 1
+        self.done = frozenset(json.loads(fields[DONE_FIELD])) if fields.get(DONE_FIELD) else frozenset()
+        return restored
+
+    def prepare_for_execution(self, worker_name: str, pipeline: Pipeline) -> None:
+        super().prepare_for_execution(worker_name, pipeline)
+        pipeline.hincrby(self.key, ATTEMPTS_FIELD, 1)
+
+    def record_done(self, names: set[str], pipeline: Pipeline) -> None:
+        """Store the handlers completed so far (``done`` plus this run's) on ``pipeline``."""
+        pipeline.hset(self.key, DONE_FIELD, json.dumps(sorted(self.done | names)))
 
     def delete(
         self, pipeline: Pipeline | None = None, remove_from_queue: bool = True, delete_dependents: bool = False
     ) -> None:
-        if self.id.startswith(JOB_PREFIX):  # a job of ours (another job on the queue has no progress)
-            (pipeline if pipeline is not None else self.connection).delete(progress_key(event_id_of(self.id)))
-        super().delete(pipeline=pipeline, remove_from_queue=remove_from_queue, delete_dependents=delete_dependents)
+        try:
+            super().delete(pipeline=pipeline, remove_from_queue=remove_from_queue, delete_dependents=delete_dependents)
+        except ValueError:
+            # RQ 3.0.0: an execution whose worker was killed stays listed in the job's execution registry for
+            # about 60 s after its record expired, and deleting the job in that window fails (Execution.fetch
+            # raises ValueError), which would leave a finished job unfinished. Unlist such executions, delete again.
+            if not _drop_dead_executions(self, self.connection):
+                raise
+            super().delete(pipeline=pipeline, remove_from_queue=remove_from_queue, delete_dependents=delete_dependents)
+
+
+def _drop_dead_executions(job: Job, redis: Redis) -> bool:
+    """Unlist the executions of ``job`` whose record is gone; ``True`` if there were any."""
+    registry = job.execution_registry
+    dropped = False
+    for raw in redis.zrange(registry.key, 0, -1):
+        execution_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if not redis.exists(Execution(id=execution_id, job_id=job.id, connection=redis).key):
+            redis.zrem(registry.key, execution_id)
+            dropped = True
+    return dropped

@@ -109,7 +109,7 @@ def worker_factory(settings: Settings, *, simple: bool) -> Callable[..., BaseWor
         "job_monitoring_interval": timing.monitoring,
         "maintenance_interval": timing.maintenance,
         "worker_ttl": timing.maintenance + 15,
-        "job_class": KayleJob,  # a finished job's progress set goes in RQ's success transaction
+        "job_class": KayleJob,  # attempts and handler progress travel in the job's own hash
     }
     if simple:
         return functools.partial(SimpleWorker, **common)

@@ -1,7 +1,7 @@
 """Handler registration: ``@on(*types)`` and ``@on_any`` fill one process-wide :class:`Registry`.
 
 A handler's name is ``<module>.<qualified function name>``: it is what logs,
-metrics, failure records and the per-event progress set refer to, so renaming
+metrics, failure records and the per-event progress refer to, so renaming
 a handler makes a retry run it again.
 """
 

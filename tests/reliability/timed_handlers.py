@@ -26,9 +26,11 @@ import threading
 import time
 
 import redis
+from rq.job import Job
 
-from receiver.jobs import progress_key
+from receiver.jobs import job_id
 from workers import BaseEvent, Context, on_any
+from workers.jobclass import DONE_FIELD
 from workers.registry import handler_name
 
 
@@ -77,9 +79,9 @@ def last(event: BaseEvent, ctx: Context) -> None:
 
 def _die_once_every_handler_completed(event_id: str) -> None:
     connection = redis.Redis.from_url(os.environ["KAYLE_REDIS_URL"])
-    while not connection.exists(progress_key(event_id)):  # until a handler is recorded as completed
-        pass
-    last_name = handler_name(last)
-    while connection.exists(progress_key(event_id)) and not connection.sismember(progress_key(event_id), last_name):
-        pass  # until every handler is recorded as completed (or the set is gone, with the finished job)
+    job_key, last_name = Job.key_for(job_id(event_id)), handler_name(last)
+    while True:  # until every handler is recorded as completed (or the job is gone, finished, with its progress)
+        done = connection.hget(job_key, DONE_FIELD)
+        if (done is not None and last_name in json.loads(done)) or not connection.exists(job_key):
+            break
     os.kill(os.getpid(), signal.SIGKILL)
