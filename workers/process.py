@@ -28,7 +28,7 @@ from rq.job import Job
 from rq.worker import BaseWorker
 from rq.worker_pool import WorkerPool
 
-from receiver import logs
+from receiver import jwe, logs
 from receiver.logs import log
 from receiver.settings import ConfigError, Settings, load_config
 from workers import dispatch
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             "or list your handler modules in KAYLE_HANDLERS"
         )
     dispatch.configure(dispatch.Runtime(settings, config.keyring, registry))
+    jwe.warm_up(config.keyring)  # before any work horse is forked
     _log_start(settings, registry, args)
     connection = _connect(settings.redis_url)
     factory = worker_factory(settings, simple=args.simple)
