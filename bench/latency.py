@@ -46,7 +46,8 @@ def main() -> None:
                         f"round {number}: {len(outcome.latencies_ms)} deliveries at {args.rate:g}/s  "
                         f"p50 {figures['p50_ms']:.2f} ms  p90 {figures['p90_ms']:.2f} ms  "
                         f"p99 {figures['p99_ms']:.2f} ms  max {figures['max_ms']:.2f} ms  "
-                        f"statuses {outcome.statuses}  errors {outcome.errors}  late starts {outcome.late_starts}",
+                        f"statuses {outcome.statuses}  errors {outcome.errors} {outcome.error_kinds or ''}"
+                        f"  late starts {outcome.late_starts}",
                         flush=True,
                     )
     p99 = common.median([r["p99_ms"] for r in rounds])

@@ -3,7 +3,9 @@
 Request ``i`` is due at ``start + i / rate`` whatever happened to earlier ones, and its latency is
 measured from that due time to the last byte of the answer, so a stalled server is charged for
 every request that should have gone out meanwhile (no coordinated omission). Keep-alive
-connections are opened on demand and reused.
+connections are opened on demand and reused while they have been idle less than
+:data:`MAX_IDLE_SECONDS` (uvicorn closes a keep-alive connection idle for 5 s; reusing one it
+is closing would count as an error that is the client's own).
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from dataclasses import dataclass, field
 
 from receiver.sender import Delivery
 
+MAX_IDLE_SECONDS = 4.0
+
 
 @dataclass
 class Outcome:
     latencies_ms: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
     late_starts: int = 0
 
 
@@ -27,6 +32,7 @@ class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.idle_since = time.perf_counter()
 
     async def exchange(self, raw: bytes) -> int:
         self.writer.write(raw)
@@ -55,16 +61,26 @@ async def run(host: str, port: int, requests: list[bytes], rate: float) -> Outco
     idle: list[_Connection] = []
     outcome = Outcome()
 
+    async def connect() -> _Connection:
+        while idle:
+            connection = idle.pop()
+            if time.perf_counter() - connection.idle_since < MAX_IDLE_SECONDS:
+                return connection
+            connection.writer.close()
+        return _Connection(*await asyncio.open_connection(host, port))
+
     async def one(raw: bytes, due: float) -> None:
-        connection = idle.pop() if idle else _Connection(*await asyncio.open_connection(host, port))
+        connection = await connect()
         try:
             status = await connection.exchange(raw)
-        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
             outcome.errors += 1
+            outcome.error_kinds[type(exc).__name__] = outcome.error_kinds.get(type(exc).__name__, 0) + 1
             connection.writer.close()
             return
         outcome.latencies_ms.append((time.perf_counter() - due) * 1000)
         outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
+        connection.idle_since = time.perf_counter()
         idle.append(connection)
 
     start = time.perf_counter() + 0.05
