@@ -317,3 +317,37 @@ async def test_a_job_listing_a_dead_execution_still_completes(
     assert {h for (h, event_id), n in counts.items() if event_id == fixture.event_id and n == 1} == (
         expected_handlers(fixture.type)
     )
+
+
+async def test_a_requeued_event_that_fails_otherwise_is_listed_with_its_new_failure(
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_client: redis.Redis,
+    fixtures: list[Fixture],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A handler failed; the operator requeues after removing the key the event is encrypted to. `failed list`
+    shows the new reason (the event cannot be read) and no longer the handler that failed the first time."""
+    flag = tmp_path / "broken"
+    flag.touch()
+    worker_env(env, tmp_path, monkeypatch, KAYLE_TEST_BROKEN=str(flag), KAYLE_RETRY_INTERVALS="")
+    settings = configure_in_process()
+    fixture = by_name(fixtures, "verification.session.succeeded")
+    await post(fixture)
+    drain(settings, redis_client)
+    assert failures.list_command(argparse.Namespace()) == 0
+    assert "tests.plugins.recorder.broken" in capsys.readouterr().out
+
+    runtime = dispatch.current_runtime()
+    without_fixture_key = Keyring({kid: key for kid, key in runtime.keyring.items() if kid != FIXTURE_KID})
+    dispatch.configure(dispatch.Runtime(settings, without_fixture_key, runtime.registry))
+    assert failures.requeue_command(argparse.Namespace(event_ids=[fixture.event_id], all=False)) == 0
+    drain(settings, redis_client)
+
+    assert failed_ids(redis_client, settings.queue) == [job_id(fixture.event_id)]
+    assert failures.list_command(argparse.Namespace()) == 0
+    listing = capsys.readouterr().out
+    assert "workers.dispatch.EventUnreadable" in listing
+    assert "tests.plugins.recorder.broken" not in listing
+    assert " 2 " in listing  # attempts: the first run and the requeued one

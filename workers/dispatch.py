@@ -27,16 +27,13 @@ from receiver.keyring import Keyring
 from receiver.logs import log
 from receiver.settings import Settings, load_config
 from receiver.stats import record_handler_run, record_unhandled
-from workers.jobclass import KayleJob
+from workers.jobclass import META_ERROR_TYPES, META_FAILED_HANDLERS, KayleJob
 from workers.models import BaseEvent, Context, model_for
 from workers.plugins import load_handlers
 from workers.registry import Handler, Registry
 
 logger = logging.getLogger("kayle.worker")
 
-#: Job meta keys (names only): read by ``kayle-webhooks failed list``.
-META_FAILED_HANDLERS = "kayle_failed_handlers"
-META_ERROR_TYPES = "kayle_error_types"
 _MAX_FRAMES = 12
 
 

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 #: Our fields in the job hash: runs started so far, and the names of the handlers that completed (JSON list).
 ATTEMPTS_FIELD = "kayle_attempts"
 DONE_FIELD = "kayle_done"
+#: Job meta keys of the last failed run (handler names and exception types only): read by ``failed list``.
+META_FAILED_HANDLERS = "kayle_failed_handlers"
+META_ERROR_TYPES = "kayle_error_types"
 
 
 class KayleJob(Job):
@@ -55,6 +58,10 @@ class KayleJob(Job):
     def prepare_for_execution(self, worker_name: str, pipeline: Pipeline) -> None:
         super().prepare_for_execution(worker_name, pipeline)
         pipeline.hincrby(self.key, ATTEMPTS_FIELD, 1)
+        if META_FAILED_HANDLERS in self.meta or META_ERROR_TYPES in self.meta:  # a rerun: that failure is over
+            self.meta.pop(META_FAILED_HANDLERS, None)
+            self.meta.pop(META_ERROR_TYPES, None)
+            pipeline.hset(self.key, "meta", self.serializer.dumps(self.meta))  # what save_meta() writes
 
     def record_done(self, names: set[str], pipeline: Pipeline) -> None:
         """Store the handlers completed so far (``done`` plus this run's) on ``pipeline``."""
