@@ -13,6 +13,7 @@ from rq.job import Job
 
 from receiver.jobs import job_id, marker_key
 from receiver.keyring import Keyring, load_keyring
+from receiver.settings import Settings
 from receiver.stats import STATS_KEY
 from tests.plugins.harness import (
     configure_in_process,
@@ -276,9 +277,7 @@ async def test_an_event_the_worker_cannot_decrypt_fails_with_the_reason_and_noth
 ) -> None:
     values = worker_env(env, tmp_path, monkeypatch, KAYLE_RETRY_INTERVALS="")
     settings = configure_in_process()
-    runtime = dispatch.current_runtime()
-    without_fixture_key = Keyring({kid: key for kid, key in runtime.keyring.items() if kid != FIXTURE_KID})
-    dispatch.configure(dispatch.Runtime(settings, without_fixture_key, runtime.registry))
+    remove_fixture_key_from_workers(settings)
     fixture = by_name(fixtures, "verification.session.succeeded")
     await post(fixture)
 
@@ -339,9 +338,7 @@ async def test_a_requeued_event_that_fails_otherwise_is_listed_with_its_new_fail
     assert failures.list_command(argparse.Namespace()) == 0
     assert "tests.plugins.recorder.broken" in capsys.readouterr().out
 
-    runtime = dispatch.current_runtime()
-    without_fixture_key = Keyring({kid: key for kid, key in runtime.keyring.items() if kid != FIXTURE_KID})
-    dispatch.configure(dispatch.Runtime(settings, without_fixture_key, runtime.registry))
+    remove_fixture_key_from_workers(settings)
     assert failures.requeue_command(argparse.Namespace(event_ids=[fixture.event_id], all=False)) == 0
     drain(settings, redis_client)
 
@@ -351,3 +348,10 @@ async def test_a_requeued_event_that_fails_otherwise_is_listed_with_its_new_fail
     assert "workers.dispatch.EventUnreadable" in listing
     assert "tests.plugins.recorder.broken" not in listing
     assert " 2 " in listing  # attempts: the first run and the requeued one
+
+
+def remove_fixture_key_from_workers(settings: Settings) -> None:
+    """Run the in-process workers without the key the fixtures are encrypted to (as if it were removed)."""
+    runtime = dispatch.current_runtime()
+    without_fixture_key = Keyring({kid: key for kid, key in runtime.keyring.items() if kid != FIXTURE_KID})
+    dispatch.configure(dispatch.Runtime(settings, without_fixture_key, runtime.registry))

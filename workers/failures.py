@@ -142,7 +142,7 @@ def forget(redis: Redis, event_id: str) -> bool:
     """Drop the marker and a finished or failed job (its handler progress with it); ``False`` if the job is in
     flight."""
     try:
-        job: Job | None = Job.fetch(job_id(event_id), connection=redis)
+        job: Job | None = KayleJob.fetch(job_id(event_id), connection=redis)  # its delete() handles RQ 3.0.0
     except NoSuchJobError:
         job = None
     if job is not None:

@@ -42,7 +42,7 @@ class KayleJob(Job):
 
     #: Runs started before this one (as stored when the job was fetched).
     attempts: int = 0
-    #: This run's number, once RQ has started it.
+    #: This run's number (``attempts + 1``), which RQ's start transaction counts.
     attempt: int = 1
     #: Handlers that completed in earlier runs.
     done: frozenset[str] = frozenset()
