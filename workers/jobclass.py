@@ -42,16 +42,18 @@ class KayleJob(Job):
 
     #: Runs started before this one (as stored when the job was fetched).
     attempts: int = 0
-    #: This run's number (``attempts + 1``), which RQ's start transaction counts.
-    attempt: int = 1
     #: Handlers that completed in earlier runs.
     done: frozenset[str] = frozenset()
+
+    @property
+    def attempt(self) -> int:
+        """This run's number, which RQ's start transaction counts."""
+        return self.attempts + 1
 
     def restore(self, raw_data: Any) -> Any:
         restored = super().restore(raw_data)
         fields = decode_redis_hash(raw_data)
         self.attempts = int(fields.get(ATTEMPTS_FIELD) or 0)
-        self.attempt = self.attempts + 1
         self.done = frozenset(json.loads(fields[DONE_FIELD])) if fields.get(DONE_FIELD) else frozenset()
         return restored
 
