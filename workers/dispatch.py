@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from redis import Redis
-from rq.job import Job, get_current_job
+from rq.job import get_current_job
 
 from receiver import jwe as jwe_format
 from receiver.envelope import envelope_of, load_payload
@@ -26,11 +28,14 @@ from receiver.errors import JweRejected, PayloadRejected
 from receiver.keyring import Keyring
 from receiver.logs import log
 from receiver.settings import Settings, load_config
-from receiver.stats import record_handler_run, record_unhandled
+from receiver.stats import HandlerOutcome, record_handler_run, record_unhandled
 from workers.jobclass import META_ERROR_TYPES, META_FAILED_HANDLERS, KayleJob
 from workers.models import BaseEvent, Context, model_for
 from workers.plugins import load_handlers
 from workers.registry import Handler, Registry
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
 
 logger = logging.getLogger("kayle.worker")
 
@@ -86,12 +91,12 @@ def handle_delivery(
     runtime = current_runtime()
     job = get_current_job()
     redis: Redis = job.connection if job is not None else Redis.from_url(runtime.settings.redis_url)
-    kayle_job = job if isinstance(job, KayleJob) else None
-    attempt = kayle_job.attempt if kayle_job is not None else 1
+    records = Records(job if isinstance(job, KayleJob) else None, redis)
+    attempt = records.job.attempt if records.job is not None else 1
     event = read_event(jwe, event_id, runtime.keyring)
     handlers = runtime.registry.for_type(event.type)
     if not handlers:
-        record_unhandled(redis, event.type)
+        records.later(lambda pipe: record_unhandled(pipe, event.type))
         log(logger, logging.INFO, "event unhandled", event_id=event_id, type=event.type, attempt=attempt)
         return
     context = Context(
@@ -102,11 +107,11 @@ def handle_delivery(
         received_at=datetime.fromtimestamp(received_at, UTC),
         attempt=attempt,
     )
-    done = kayle_job.done if kayle_job is not None else frozenset()
+    done = records.job.done if records.job is not None else frozenset()
     pending = [h for h in handlers if h.name not in done]
-    failures = _run_all(pending, event, context, redis, kayle_job)
+    failures = _run_all(pending, event, context, records)
     if failures:
-        _fail(job, context, failures, len(handlers))
+        _fail(records, context, failures, len(handlers))
     log(
         logger,
         logging.INFO,
@@ -117,6 +122,29 @@ def handle_delivery(
         handlers=len(handlers),
         ran=len(pending),
     )
+
+
+@dataclass(frozen=True)
+class Records:
+    """Where a run writes its progress, figures and failure: the :class:`KayleJob`'s deferred writes, sent with
+    RQ's end-of-run round trip unless a later handler must not start before they are stored; for a job of
+    another class (a plain ``rq worker``), at once."""
+
+    job: KayleJob | None
+    redis: Redis
+
+    def later(self, write: Callable[[Pipeline], object]) -> None:
+        if self.job is not None:
+            self.job.defer(write)
+            return
+        with self.redis.pipeline() as pipe:
+            write(pipe)
+            pipe.execute()
+
+    def now(self, write: Callable[[Pipeline], object]) -> None:
+        self.later(write)
+        if self.job is not None:
+            self.job.flush()
 
 
 def read_event(jwe: str, event_id: str, keyring: Keyring) -> BaseEvent:
@@ -141,22 +169,22 @@ def read_event(jwe: str, event_id: str, keyring: Keyring) -> BaseEvent:
     return event
 
 
-def _run_all(
-    handlers: list[Handler], event: BaseEvent, context: Context, redis: Redis, job: KayleJob | None
-) -> list[Failure]:
-    """Run ``handlers`` in order and return their failures. Each completion is recorded at once in the job's
-    progress (:mod:`workers.jobclass`), in the same transaction as its figures, so a retry (after a failure or
-    a crash) skips it; the progress goes with the job when RQ deletes it on success."""
+def _run_all(handlers: list[Handler], event: BaseEvent, context: Context, records: Records) -> list[Failure]:
+    """Run ``handlers`` in order and return their failures. Each completion is recorded in the job's progress
+    (:mod:`workers.jobclass`), in one transaction with its figures, before the next handler starts, so a retry
+    (after a failure or a crash) skips it; the last one's goes with RQ's end-of-run round trip. The progress
+    goes with the job when RQ deletes it on success."""
     failures: list[Failure] = []
     completed: set[str] = set()
     for index, handler in enumerate(handlers):
+        last = index == len(handlers) - 1
         started = time.perf_counter()
         try:
             # Each handler gets an event of its own; the last one can have the original, which nothing reads after.
-            handler.func(event if index == len(handlers) - 1 else event.model_copy(deep=True), context)
+            handler.func(event if last else event.model_copy(deep=True), context)
         except BaseException as exc:  # every handler error is recorded, sanitized, below
             failures.append(_describe(handler, exc))
-            record_handler_run(redis, handler.name, "error", time.perf_counter() - started)
+            records.later(_run_figures(handler.name, "error", time.perf_counter() - started))
             log(
                 logger,
                 logging.WARNING,
@@ -171,12 +199,14 @@ def _run_all(
                 break  # the job's time is up or the process is stopping: leave the rest for the retry
             continue
         completed.add(handler.name)
-        with redis.pipeline(transaction=True) as pipe:
-            if job is not None:
-                job.record_done(completed, pipe)
-            record_handler_run(pipe, handler.name, "ok", time.perf_counter() - started)
-            pipe.execute()
+        records.later(_run_figures(handler.name, "ok", time.perf_counter() - started))
+        if records.job is not None:
+            (records.later if last else records.now)(partial(records.job.record_done, set(completed)))
     return failures
+
+
+def _run_figures(handler: str, outcome: HandlerOutcome, seconds: float) -> Callable[[Pipeline], object]:
+    return lambda pipe: record_handler_run(pipe, handler, outcome, seconds)
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -205,12 +235,13 @@ def _frames(tb: TracebackType | None) -> list[str]:
     return [f'  File "{f.filename}", line {f.lineno}, in {f.name}' for f in frames[-_MAX_FRAMES:]]
 
 
-def _fail(job: Job | None, context: Context, failures: list[Failure], total: int) -> None:
+def _fail(records: Records, context: Context, failures: list[Failure], total: int) -> None:
     """Record the failing handlers in the job's meta (progress stays in the job), then raise the sanitized error."""
-    if job is not None:
+    if records.job is not None:
+        job = records.job
         job.meta[META_FAILED_HANDLERS] = [f.handler for f in failures]
         job.meta[META_ERROR_TYPES] = [f.error_type for f in failures]
-        job.save_meta()  # type: ignore[no-untyped-call]
+        records.later(job.save_meta_on)
     lines = [
         f"{len(failures)} of {total} handlers failed for {context.event_type} {context.event_id} "
         f"(attempt {context.attempt}); exception messages are not kept, see the handler's own logs"

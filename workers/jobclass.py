@@ -14,11 +14,20 @@ Both are fields of the job's own hash, beside RQ's (RQ saves its fields with
   records the success. A work horse lost before that leaves the job unfinished
   with its progress intact, so the retry runs only the handlers that had not
   completed; lost after it, nothing runs again.
+
+What a run writes once its job function has returned (the last handler's
+completion, handler figures, the failure's meta) waits for the round trip RQ
+makes anyway at that point: its end-of-run heartbeat
+(:meth:`KayleJob.heartbeat`, before RQ records success or failure), sent as one
+transaction with it. A work horse lost in between loses only that run's
+unrecorded completions: those handlers run again (at-least-once).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rq.executions import Execution
@@ -44,6 +53,12 @@ class KayleJob(Job):
     attempts: int = 0
     #: Handlers that completed in earlier runs.
     done: frozenset[str] = frozenset()
+    #: Writes this run left for its next round trip (:meth:`defer`).
+    _deferred: list[Callable[[Pipeline], object]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred = []
 
     @property
     def attempt(self) -> int:
@@ -63,11 +78,40 @@ class KayleJob(Job):
         if META_FAILED_HANDLERS in self.meta or META_ERROR_TYPES in self.meta:  # a rerun: that failure is over
             self.meta.pop(META_FAILED_HANDLERS, None)
             self.meta.pop(META_ERROR_TYPES, None)
-            pipeline.hset(self.key, "meta", self.serializer.dumps(self.meta))  # what save_meta() writes
+            self.save_meta_on(pipeline)
 
     def record_done(self, names: set[str], pipeline: Pipeline) -> None:
         """Store the handlers completed so far (``done`` plus this run's) on ``pipeline``."""
         pipeline.hset(self.key, DONE_FIELD, json.dumps(sorted(self.done | names)))
+
+    def save_meta_on(self, pipeline: Pipeline) -> None:
+        """What ``save_meta()`` writes, on ``pipeline``."""
+        pipeline.hset(self.key, "meta", self.serializer.dumps(self.meta))
+
+    def defer(self, write: Callable[[Pipeline], object]) -> None:
+        """Leave ``write`` for this run's next round trip: :meth:`flush`, or else RQ's end-of-run heartbeat."""
+        self._deferred.append(write)
+
+    def flush(self) -> None:
+        """Send the deferred writes now, in one transaction."""
+        with self.connection.pipeline() as pipe:
+            self._send_deferred(pipe)
+
+    def heartbeat(self, timestamp: datetime, ttl: int, pipeline: Pipeline | None = None, xx: bool = False) -> None:
+        if pipeline is not None or not self._deferred:
+            super().heartbeat(timestamp, ttl, pipeline=pipeline, xx=xx)
+            return
+        # RQ's heartbeat once the job function has returned or raised (Worker.handle_execution_ended): the run's
+        # deferred writes go with it, in one transaction, before RQ records the job's success or failure.
+        with self.connection.pipeline() as pipe:
+            super().heartbeat(timestamp, ttl, pipeline=pipe, xx=xx)
+            self._send_deferred(pipe)
+
+    def _send_deferred(self, pipe: Pipeline) -> None:
+        for write in self._deferred:
+            write(pipe)
+        pipe.execute()
+        self._deferred = []  # only once sent: if Redis failed, the next round trip (RQ's failure path) tries again
 
     def delete(
         self, pipeline: Pipeline | None = None, remove_from_queue: bool = True, delete_dependents: bool = False
