@@ -1,5 +1,6 @@
 """Worker throughput: events/s through ``kayle-webhooks worker --burst`` (one no-op handler) against
-bare RQ no-op jobs with the same worker class, in the same run, for both worker classes.
+bare RQ no-op jobs with the same worker class (``rq worker -w`` RQ's ``SimpleWorker`` or our
+``KayleWorker``), in the same run, for both worker classes.
 
 The queue is filled first (real deliveries through the receiver's own intake, so every job carries
 a JWE the worker decrypts again); the time is the burst worker's wall time minus its start-up time
@@ -79,7 +80,8 @@ def main() -> None:
             for number in range(1, args.rounds + 1):
                 for kind in ("forking", "simple"):
                     simple = ["--simple"] if kind == "simple" else []
-                    rq_class = ["-w", "rq.worker.SimpleWorker"] if kind == "simple" else []
+                    # The classes `kayle-webhooks worker` runs (KayleWorker only changes the heartbeat's TTL).
+                    rq_class = ["-w", "rq.worker.SimpleWorker" if kind == "simple" else "workers.process.KayleWorker"]
                     kayle_argv = [sys.executable, "-m", "workers.cli", "worker", "--burst", *simple]
                     bare_argv = [sys.executable, "-m", "rq.cli", "worker", "--burst", "-u", redis.url, "-q",
                                  *rq_class, "bare"]

@@ -355,3 +355,27 @@ def remove_fixture_key_from_workers(settings: Settings) -> None:
     runtime = dispatch.current_runtime()
     without_fixture_key = Keyring({kid: key for kid, key in runtime.keyring.items() if kid != FIXTURE_KID})
     dispatch.configure(dispatch.Runtime(settings, without_fixture_key, runtime.registry))
+
+
+async def test_a_job_whose_data_cannot_be_loaded_fails_and_the_worker_goes_on(
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_client: redis.Redis,
+    fixtures: list[Fixture],
+) -> None:
+    """A job whose data cannot be unpickled (written by something else, or damaged) ends in the failed
+    registry; the worker does not stop on it and handles the next event."""
+    values = worker_env(env, tmp_path, monkeypatch, KAYLE_RETRY_INTERVALS="")
+    settings = configure_in_process()
+    damaged = by_name(fixtures, "verification.session.succeeded")
+    intact = by_name(fixtures, "verification.session.failed")
+    await post(damaged)
+    await post(intact)
+    redis_client.hset(Job.key_for(job_id(damaged.event_id)), "data", b"\x80not a pickle")
+
+    drain(settings, redis_client)
+
+    assert failed_ids(redis_client, settings.queue) == [job_id(damaged.event_id)]
+    handled = {event_id for (_, event_id) in ok_counts(read_records(Path(values["KAYLE_TEST_RECORD"])))}
+    assert handled == {intact.event_id}
