@@ -2,6 +2,11 @@
 
 read the body (capped) → verify the signature → parse the JWE header →
 decrypt with the keyring → read the envelope → intake (atomic) → answer.
+
+Decryption runs in a small thread pool (``KAYLE_DECRYPT_THREADS``, default 2):
+its RSA private-key operation is most of a delivery's CPU and releases the GIL,
+so off the event loop it runs on another core while the loop serves other
+requests.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from redis import Redis as SyncRedis
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -60,6 +66,13 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
     settings = config.settings
     redis = connect_redis(settings.redis_url)
     intake = Intake(redis, settings)
+    threads = settings.decrypt_threads
+    decrypting = ThreadPoolExecutor(threads, thread_name_prefix="kayle-decrypt") if threads else None
+
+    async def decrypt(parsed: jwe.Jwe) -> bytes:
+        if decrypting is None:
+            return jwe.decrypt(parsed, config.keyring)
+        return await asyncio.get_running_loop().run_in_executor(decrypting, jwe.decrypt, parsed, config.keyring)
 
     async def receive(request: Request) -> Response:
         started = time.perf_counter()
@@ -76,7 +89,7 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
             )
             parsed = jwe.parse(body)
             facts["kid"] = parsed.kid
-            plaintext = jwe.decrypt(parsed, config.keyring)
+            plaintext = await decrypt(parsed)
             envelope = read_envelope(plaintext)
             facts.update(event_id=envelope.event_id, type=envelope.type)
             delivery = Delivery(
@@ -117,6 +130,8 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
         await asyncio.to_thread(_warn_when_unpersisted, settings.redis_url)
         yield
         await redis.aclose()
+        if decrypting is not None:
+            decrypting.shutdown()
 
     routes = [
         Route(settings.path, receive, methods=["POST"]),

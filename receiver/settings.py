@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     dedup_ttl_seconds: int = Field(864000, ge=60)
     max_body_bytes: int = Field(262144, ge=1024)
     body_timeout_seconds: float = Field(10.0, gt=0)
+    # Threads that decrypt deliveries beside the event loop (receiver.app); 0 decrypts on the event loop.
+    decrypt_threads: int = Field(2, ge=0, le=64)
     queue: str = Field("kayle", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
     retry_intervals: str = "10,60,300,1800,7200"
     job_timeout_seconds: int = Field(600, ge=1)

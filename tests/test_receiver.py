@@ -251,3 +251,27 @@ async def test_readiness_fails_when_redis_is_unreachable(env, monkeypatch):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r") as http:
         assert (await http.get("/healthz")).status_code == 200
         assert (await http.get("/readyz")).status_code == 503
+
+
+async def test_decrypting_on_the_event_loop_accepts_and_rejects_alike(monkeypatch, env, redis_client, fixtures):
+    """KAYLE_DECRYPT_THREADS=0 (a one-CPU container): no decryption thread, the same answers as with them."""
+    import httpx
+
+    from receiver.app import create_app
+    from receiver.settings import load_config
+
+    monkeypatch.setenv("KAYLE_DECRYPT_THREADS", "0")
+    inline = load_config()
+    assert inline.settings.decrypt_threads == 0
+    app = create_app(inline, clock=lambda: float(FIXTURE_TIME))
+    undecryptable = forged_jwe({"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": OTHER_KID}, fixtures[0].body)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://receiver") as client,
+    ):
+        for fixture in fixtures:
+            answer = await client.post(PATH, content=fixture.body, headers=fixture.headers)
+            assert answer.json() == {"status": "accepted", "event_id": fixture.event_id}, fixture.name
+        await assert_rejected(client, undecryptable, resigned(undecryptable, fixtures[0].secret), 400,
+                              "decryption_failed")
+    assert Queue("kayle", connection=redis_client).count == len(fixtures)

@@ -89,6 +89,7 @@ def test_configuration_errors_stop_start_up_with_one_line(env: dict[str, str], t
         "KAYLE_KEY_DIR bad": ({"KAYLE_KEY_DIR": str(tmp_path / "notakey")}, "not a PEM private key"),
         "KAYLE_TOLERANCE_SECONDS": ({"KAYLE_TOLERANCE_SECONDS": "soon"}, "integer"),
         "KAYLE_REDIS_URL": ({"KAYLE_REDIS_URL": "http://x"}, "redis://"),
+        "KAYLE_DECRYPT_THREADS": ({"KAYLE_DECRYPT_THREADS": "-1"}, "greater than or equal to 0"),
     }
     for label, (override, fragment) in cases.items():
         variable = label.split()[0]
