@@ -6,7 +6,7 @@ The queue is filled first (real deliveries through the receiver's own intake, so
 a JWE the worker decrypts again); the time is the burst worker's wall time minus its start-up time
 (a burst over an empty queue). Target: at least 0.8x bare RQ for both classes.
 
-    python -m bench.worker_throughput [--jobs 2000] [--rounds 3]
+    python -m bench.worker_throughput [--jobs 2000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     print(f"machine: {common.machine()}")
     results: dict[str, list[float]] = {}
