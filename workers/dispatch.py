@@ -200,8 +200,13 @@ def _run_all(handlers: list[Handler], event: BaseEvent, context: Context, record
             continue
         completed.add(handler.name)
         records.later(_run_figures(handler.name, "ok", time.perf_counter() - started))
-        if records.job is not None:
-            (records.later if last else records.now)(partial(records.job.record_done, set(completed)))
+        if records.job is None:
+            continue
+        done = partial(records.job.record_done, set(completed))
+        if last:
+            records.later(done)  # with RQ's end-of-run round trip
+        else:
+            records.now(done)  # stored before the next handler starts
     return failures
 
 
