@@ -19,7 +19,7 @@ import httpx
 import redis
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("KAYLE_FIXTURES_DIR", REPO.parent / "shared" / "fixtures"))
+FIXTURES = REPO / "tests" / "fixtures"
 FIXTURE_TIME = 1767225600
 FIXTURE_KID = "fixture-key-1"
 

@@ -1,4 +1,4 @@
-"""A local stand-in for Kayle ID's API, following ``shared/reference/kayle-openapi.json``.
+"""A local stand-in for Kayle ID's API, following its OpenAPI document (``kayle-openapi.json`` here).
 
 It implements the webhook management routes the service uses (endpoints, keys,
 deliveries, events) with Kayle's envelope, status codes, error codes and cursor
