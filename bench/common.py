@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,11 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import redis
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from receiver import keyring
-from receiver.sender import KNOWN_TYPES, Delivery, build_delivery, sample_payload
+from kayle_webhooks.keys import generate, pem
+from kayle_webhooks.testing import SignedRequest
+from tests.helpers.processes import command
+from tests.helpers.redis import RedisServer
+from tests.helpers.sending import make_events
 
 REPO = Path(__file__).resolve().parents[1]
 KID = "bench-key"
@@ -33,50 +34,16 @@ SECRET = "whsec_bench_" + "s3cr3t" * 6
 PATH = "/webhooks/kayle"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class Redis:
-    url: str
-    port: int
-    process: subprocess.Popen[bytes]
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
-
-
 @contextmanager
-def private_redis(workdir: Path, appendonly: bool = True) -> Iterator[Redis]:
+def private_redis(workdir: Path, appendonly: bool = True) -> Iterator[RedisServer]:
     """A redis-server of our own (AOF ``everysec`` by default, as in production), stopped on exit."""
-    port = free_port()
-    data = workdir / f"redis-{port}"
-    data.mkdir(parents=True, exist_ok=True)
-    argv = [
-        "redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
-        "--appendonly", "yes" if appendonly else "no", "--save", "", "--logfile", str(data / "redis.log"),
-    ]
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                process.kill()
-                raise
-            time.sleep(0.05)
+    options = ("--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec", "--save", "")
+    server = RedisServer(workdir / "redis", options=options)
+    server.start()
     try:
-        yield Redis(url, port, process)
+        yield server
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        server.stop()
 
 
 @dataclass(frozen=True)
@@ -88,17 +55,14 @@ class Keys:
 def make_keys(workdir: Path, bits: int = 2048) -> Keys:
     directory = workdir / "keys"
     directory.mkdir(parents=True, exist_ok=True)
-    private = keyring.generate(bits)
-    (directory / f"{KID}.pem").write_bytes(keyring.pem(private))
+    private = generate(bits)
+    (directory / f"{KID}.pem").write_bytes(pem(private))
     return Keys(directory, private.public_key())
 
 
-def make_deliveries(count: int, keys: Keys) -> list[Delivery]:
-    """``count`` unique, validly signed deliveries (signed now), the four types in turn."""
-    return [
-        build_delivery(sample_payload(KNOWN_TYPES[i % len(KNOWN_TYPES)]), SECRET, keys.public, KID)
-        for i in range(count)
-    ]
+def make_deliveries(count: int, keys: Keys) -> list[SignedRequest]:
+    """``count`` unique, validly signed deliveries (signed now), the known types in turn."""
+    return [request for _, request in make_events(count, keys.public, KID, SECRET)]
 
 
 def receiver_env(keys: Keys, redis_url: str, **extra: str) -> dict[str, str]:
@@ -147,7 +111,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
 
 
 def serve_argv(port: int) -> list[str]:
-    return [sys.executable, "-m", "workers.cli", "serve", "--port", str(port)]
+    return command("serve", "--port", str(port))
 
 
 def uvicorn_argv(app: str, port: int) -> list[str]:

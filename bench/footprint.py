@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import subprocess
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -41,7 +40,7 @@ def main() -> None:
                 rss = common.rss_mb(process.pid)
             client = redis.client()
             accepted = sum(1 for _ in client.scan_iter("kayle:event:*", count=1000))
-            worker = [sys.executable, "-m", "workers.cli", "worker", "--burst", "--simple"]
+            worker = common.command("worker", "--burst", "--simple")
             subprocess.run(worker, env=env, cwd=common.REPO, check=True, capture_output=True)
             sizes: Counter[str] = Counter()
             counts: Counter[str] = Counter()

@@ -14,7 +14,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from receiver.sender import Delivery
+from kayle_webhooks.testing import SignedRequest
 
 MAX_IDLE_SECONDS = 4.0
 
@@ -50,7 +50,7 @@ class _Connection:
         return status
 
 
-def raw_request(delivery: Delivery, host: str, port: int, path: str) -> bytes:
+def raw_request(delivery: SignedRequest, host: str, port: int, path: str) -> bytes:
     headers = {**delivery.headers, "Host": f"{host}:{port}", "Content-Length": str(len(delivery.body))}
     head = f"POST {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
     return head.encode("ascii") + delivery.body

@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 
 from bench import common
-from receiver.sender import Delivery
+from kayle_webhooks.testing import SignedRequest
 
 TARGETS = ("ceiling", "reference", "kayle")
 FIGURES = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")
 LUA = common.REPO / "bench" / "deliveries.lua"
 
 
-def write_requests(path: Path, deliveries: list[Delivery]) -> None:
+def write_requests(path: Path, deliveries: list[SignedRequest]) -> None:
     with path.open("w", encoding="ascii") as out:
         for delivery in deliveries:
             h = delivery.headers
@@ -50,7 +50,7 @@ def argv_for(target: str, port: int) -> list[str]:
     return common.uvicorn_argv(f"bench.{target}_{'app' if target == 'ceiling' else 'receiver'}:app", port)
 
 
-def stored(redis: common.Redis, target: str) -> int:
+def stored(redis: common.RedisServer, target: str) -> int:
     pattern = {"kayle": "kayle:event:*", "reference": "seen:*"}.get(target)
     if pattern is None:
         return -1
@@ -58,7 +58,12 @@ def stored(redis: common.Redis, target: str) -> int:
 
 
 def measure(
-    target: str, redis: common.Redis, keys: common.Keys, files: dict[str, Path], args: argparse.Namespace, log: Path
+    target: str,
+    redis: common.RedisServer,
+    keys: common.Keys,
+    files: dict[str, Path],
+    args: argparse.Namespace,
+    log: Path,
 ) -> dict[str, float]:
     redis.client().flushall()
     port = common.free_port()

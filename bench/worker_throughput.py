@@ -28,7 +28,7 @@ from bench import common
 from receiver import jwe
 from receiver.envelope import read_envelope
 from receiver.intake import Intake
-from receiver.jobs import Delivery
+from receiver.jobs import JobArgs
 from receiver.settings import load_config
 
 
@@ -42,7 +42,7 @@ def fill_kayle(count: int, keys: common.Keys, env: dict[str, str]) -> None:
         for delivery in common.make_deliveries(count, keys):
             parsed = jwe.parse(delivery.body)
             envelope = read_envelope(jwe.decrypt(parsed, config.keyring))
-            await intake.store(Delivery(delivery.body.decode(), envelope.event_id, envelope.type, parsed.kid,
+            await intake.store(JobArgs(delivery.body.decode(), envelope.event_id, envelope.type, parsed.kid,
                                         delivery.headers["X-Kayle-Delivery-Id"], time.time()))
         await client.aclose()
 
@@ -82,7 +82,7 @@ def main() -> None:
                     simple = ["--simple"] if kind == "simple" else []
                     # The classes `kayle-webhooks worker` runs (KayleWorker only changes the heartbeat's TTL).
                     rq_class = ["-w", "rq.worker.SimpleWorker" if kind == "simple" else "workers.process.KayleWorker"]
-                    kayle_argv = [sys.executable, "-m", "workers.cli", "worker", "--burst", *simple]
+                    kayle_argv = common.command("worker", "--burst", *simple)
                     bare_argv = [sys.executable, "-m", "rq.cli", "worker", "--burst", "-u", redis.url, "-q",
                                  *rq_class, "bare"]
                     redis.client().flushall()

@@ -1,12 +1,7 @@
 """The receiver: a Starlette app whose one POST route reads top to bottom.
 
-read the body (capped) → verify the signature → parse the JWE header →
-decrypt with the keyring → read the envelope → intake (atomic) → answer.
-
-Decryption runs in a small thread pool (``KAYLE_DECRYPT_THREADS``, default 2):
-its RSA private-key operation is most of a delivery's CPU and releases the GIL,
-so off the event loop it runs on another core while the loop serves other
-requests.
+read the body (capped) → verify the signature → parse the JWE header → decrypt with the
+keyring (in a small thread pool) → read the envelope → intake (atomic) → answer.
 """
 
 from __future__ import annotations
@@ -18,10 +13,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from redis import Redis as SyncRedis
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,10 +21,11 @@ from starlette.routing import Route
 
 from receiver import jwe, logs, metrics, signature
 from receiver.body import read_body
+from receiver.connections import async_redis, sync_redis
 from receiver.envelope import read_envelope
 from receiver.errors import DeliveryRejected
 from receiver.intake import Intake
-from receiver.jobs import Delivery
+from receiver.jobs import JobArgs
 from receiver.logs import log
 from receiver.persistence import FIX, WARNING, read_persistence
 from receiver.settings import Config, load_config
@@ -44,27 +36,9 @@ Clock = Callable[[], float]
 _MAX_LOGGED_HEADER = 200
 
 
-def connect_redis(url: str) -> Redis:
-    """An asyncio Redis client that fails fast, so a dead Redis answers 503 well inside Kayle's 15 s.
-
-    The pool is bounded: under a burst, deliveries wait (up to 5 s) for one of 64 connections
-    instead of each opening its own, which on a busy host ends in connect timeouts (503s).
-    """
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=64,
-        timeout=5,
-        socket_timeout=5,
-        socket_connect_timeout=2,
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=30,
-    )
-    return Redis.from_pool(pool)
-
-
 def create_app(config: Config, clock: Clock = time.time) -> Starlette:
     settings = config.settings
-    redis = connect_redis(settings.redis_url)
+    redis = async_redis(settings.redis_url)
     intake = Intake(redis, settings)
     threads = settings.decrypt_threads
     decrypting = ThreadPoolExecutor(threads, thread_name_prefix="kayle-decrypt") if threads else None
@@ -92,7 +66,7 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
             plaintext = await decrypt(parsed)
             envelope = read_envelope(plaintext)
             facts.update(event_id=envelope.event_id, type=envelope.type)
-            delivery = Delivery(
+            job = JobArgs(
                 jwe=body.decode("ascii"),  # exactly as received: ASCII, checked by jwe.parse
                 event_id=envelope.event_id,
                 event_type=envelope.type,
@@ -100,7 +74,7 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
                 delivery_id=facts["delivery_id"],
                 received_at=clock(),
             )
-            outcome = await intake.store(delivery)
+            outcome = await intake.store(job)
         except DeliveryRejected as rejection:
             _log_request(rejection.code, rejection.status, facts, started)
             return JSONResponse(rejection.body(), status_code=rejection.status)
@@ -143,7 +117,7 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
 
 
 def _warn_when_unpersisted(url: str) -> None:
-    client = SyncRedis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    client = sync_redis(url, socket_connect_timeout=2, socket_timeout=5)
     try:
         if read_persistence(client).off:
             log(logger, logging.WARNING, WARNING, fix=FIX)

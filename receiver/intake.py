@@ -1,16 +1,7 @@
-"""Intake: the dedup marker and the RQ job, written in one atomic step.
+"""Intake: an event's dedup marker and its RQ job, written in one atomic step (a Lua script).
 
-One Lua script checks the marker and, for a new event, writes the job hash,
-registers the queue, pushes the job id and sets the marker, in that order. Redis
-runs a script without interleaving other clients, so any number of concurrent
-copies of one event yield exactly one job. The script checks the types of every
-key it writes before writing any, so a runtime error cannot stop it halfway; the
-marker is written last, so even then no marker can exist without its job.
-
-Deliveries that arrive while one batch of script calls is on its way to Redis
-go together in the next batch: one pipeline, one round trip and one connection
-for however many requests are waiting, and no waiting at all when only one is.
-Each script call stays atomic on its own; a batch shares only the transport.
+Deliveries that arrive while a batch of script calls is on its way to Redis go together in the
+next pipeline; each call stays atomic on its own (docs/design.md).
 """
 
 from __future__ import annotations
@@ -26,7 +17,7 @@ from rq.job import Job
 from rq.queue import Queue
 
 from receiver.errors import Unavailable
-from receiver.jobs import Delivery, JobTemplate, job_id, marker_key
+from receiver.jobs import JobArgs, JobTemplate, job_id, marker_key
 from receiver.logs import log
 from receiver.settings import Settings
 
@@ -98,26 +89,26 @@ class Intake:
         self._waiting: list[tuple[_Call, asyncio.Future[int]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def store(self, delivery: Delivery) -> Outcome:
+    async def store(self, args: JobArgs) -> Outcome:
         """Write marker and job atomically; raise :class:`Unavailable` on any Redis error."""
         answer = asyncio.get_running_loop().create_future()
-        self._waiting.append((self._call(delivery), answer))
+        self._waiting.append((self._call(args), answer))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_batches())
         created = await answer
         return "accepted" if created == 1 else "duplicate"
 
-    def _call(self, delivery: Delivery) -> _Call:
-        """The script's keys and arguments for ``delivery``."""
-        fields = self._template.per_event_fields(delivery)
-        event_job_id = job_id(delivery.event_id)
+    def _call(self, args: JobArgs) -> _Call:
+        """The script's keys and arguments for ``args``."""
+        fields = self._template.per_event_fields(args)
+        event_job_id = job_id(args.event_id)
         return (
-            marker_key(delivery.event_id),
+            marker_key(args.event_id),
             Job.redis_job_namespace_prefix + event_job_id,
             self._queue_key,
             self._queues_key,
             event_job_id,
-            int(delivery.received_at),
+            int(args.received_at),
             fields["created_at"],
             fields["data"],
             fields["description"],

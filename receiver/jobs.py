@@ -1,9 +1,7 @@
-"""The job contract between the receiver and the workers.
+"""The job contract between the receiver and the workers, and the Redis key names both use.
 
-Both sides import this module; the receiver never imports ``workers``. A job
-calls :data:`DISPATCH_FUNCTION` with the keyword arguments of :class:`Delivery`:
-the JWE exactly as received (never the plaintext) and the routing facts read at
-the door. Redis key names shared by both sides live here too.
+A job calls :data:`DISPATCH_FUNCTION` with the keyword arguments of :class:`JobArgs`:
+the JWE exactly as received (never the plaintext) and the routing facts read at the door.
 """
 
 from __future__ import annotations
@@ -26,8 +24,8 @@ JOB_PREFIX = "kayle-"
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """The arguments of one job: what the worker needs to decrypt and route the event."""
+class JobArgs:
+    """The arguments of one event's job: what the worker needs to decrypt and route it."""
 
     jwe: str
     event_id: str
@@ -37,7 +35,7 @@ class Delivery:
     received_at: float
 
     def kwargs(self) -> dict[str, Any]:
-        # Spelled out: dataclasses.asdict deep-copies, which costs more than the rest of this on every delivery.
+        # Spelled out: dataclasses.asdict deep-copies, which is slow on the request path.
         return {
             "jwe": self.jwe,
             "event_id": self.event_id,
@@ -46,6 +44,11 @@ class Delivery:
             "delivery_id": self.delivery_id,
             "received_at": self.received_at,
         }
+
+
+def description(args: JobArgs) -> str:
+    """The job's description: ids and type only, as ``rq info`` and dashboards show it."""
+    return f"{args.event_type} {args.event_id}"
 
 
 def marker_key(event_id: str) -> str:
@@ -61,15 +64,15 @@ def event_id_of(job_id_: str) -> str:
     return job_id_.removeprefix(JOB_PREFIX)
 
 
-def build_job(delivery: Delivery, settings: Settings, connection: Redis) -> Job:
-    """The RQ job for ``delivery``, ready to be written (``connection`` is not used to build it)."""
-    intervals = settings.retry_schedule()
+def build_job(args: JobArgs, settings: Settings, connection: Redis) -> Job:
+    """The RQ job for ``args``, ready to be written (``connection`` is not used to build it)."""
+    intervals = settings.retry_intervals
     job = Job.create(
         DISPATCH_FUNCTION,
-        kwargs=delivery.kwargs(),
+        kwargs=args.kwargs(),
         connection=connection,
-        id=job_id(delivery.event_id),
-        description=f"{delivery.event_type} {delivery.event_id}",
+        id=job_id(args.event_id),
+        description=description(args),
         origin=settings.queue,
         result_ttl=0,
         failure_ttl=settings.failure_ttl_seconds,
@@ -86,27 +89,23 @@ PER_EVENT_FIELDS = ("created_at", "enqueued_at", "data", "description")
 
 
 class JobTemplate:
-    """The job hash of every event, built once by RQ itself; only :data:`PER_EVENT_FIELDS` are made per delivery.
-
-    Building a whole RQ job per delivery costs more than the rest of the intake; the per-event fields
-    are made with RQ's own serializer and time format, and a test checks they equal RQ's.
-    """
+    """The job hash of every event, built once by RQ itself; only :data:`PER_EVENT_FIELDS` are made per event,
+    with RQ's own serializer and time format (a test checks they equal what RQ writes)."""
 
     def __init__(self, settings: Settings) -> None:
-        prototype = build_job(Delivery("", "evt_template", "template", "", None, 0.0), settings, Redis())
+        prototype = build_job(JobArgs("", "evt_template", "template", "", None, 0.0), settings, Redis())
         self.constant_fields: dict[str, str | int | bytes] = {
             name: value for name, value in prototype.to_dict().items() if name not in PER_EVENT_FIELDS
         }
         self._dumps = prototype.serializer.dumps
 
-    def per_event_fields(self, delivery: Delivery) -> dict[str, str | bytes]:
+    def per_event_fields(self, args: JobArgs) -> dict[str, str | bytes]:
         stamp = utcformat(now())
-        call = (DISPATCH_FUNCTION, None, (), delivery.kwargs())  # RQ's job data: (function, instance, args, kwargs)
+        call = (DISPATCH_FUNCTION, None, (), args.kwargs())  # RQ's job data: (function, instance, args, kwargs)
         return {
             "created_at": stamp,
             "enqueued_at": stamp,
-            # Not compressed: RQ reads plain data as well (``Job.restore`` falls back when zlib fails), and
-            # compressing a base64 JWE saves about a fifth of a short-lived field for ~12 us per delivery.
+            # Not compressed: RQ reads plain data as well (``Job.restore`` falls back when zlib fails).
             "data": self._dumps(call),
-            "description": f"{delivery.event_type} {delivery.event_id}",
+            "description": description(args),
         }

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from receiver import b64url
 from receiver.errors import JweRejected
-from receiver.keyring import b64url_decode, b64url_encode
 
 ALG = "RSA-OAEP-256"
 CEK_BYTES = {"A128GCM": 16, "A192GCM": 24, "A256GCM": 32}
@@ -53,7 +53,7 @@ def parse(compact: bytes) -> Jwe:
     if len(segments) != 5:
         raise JweRejected("jwe_malformed", "the body is not a compact JWE (five base64url segments)")
     try:
-        header_bytes, encrypted_key, iv, ciphertext, tag = (b64url_decode(s) for s in segments)
+        header_bytes, encrypted_key, iv, ciphertext, tag = (b64url.decode(s) for s in segments)
         header = json.loads(header_bytes)
     except ValueError:
         raise JweRejected("jwe_malformed", "a JWE segment is not valid base64url or the header is not JSON") from None
@@ -101,13 +101,7 @@ def decrypt(jwe: Jwe, keys: Mapping[str, rsa.RSAPrivateKey]) -> bytes:
 
 
 def warm_up(keys: Mapping[str, rsa.RSAPrivateKey]) -> None:
-    """Encrypt and decrypt once with every key, so this process holds what OpenSSL builds on a key's first use.
-
-    A forking worker runs each job in a fresh fork of its main process: whatever the first decryption
-    builds (the key's Montgomery contexts, the fetched OAEP, SHA-256 and AES-GCM implementations) would
-    be built again, and thrown away, in every work horse, about 1 ms per event. Built here, before
-    any fork, it is inherited instead.
-    """
+    """Encrypt and decrypt once with every key, so that forked work horses inherit OpenSSL's per-key state."""
     for kid, key in keys.items():
         decrypt(parse(encrypt(b"{}", key.public_key(), kid)), {kid: key})
 
@@ -115,15 +109,15 @@ def warm_up(keys: Mapping[str, rsa.RSAPrivateKey]) -> None:
 def encrypt(plaintext: bytes, public_key: rsa.RSAPublicKey, kid: str, enc: str = "A256GCM") -> bytes:
     """Build a compact JWE exactly as Kayle does (used by ``send-test``, the demo and the tests)."""
     header = json.dumps({"alg": ALG, "enc": enc, "kid": kid}, separators=(",", ":"))
-    protected = b64url_encode(header.encode("utf-8"))
+    protected = b64url.encode(header.encode("utf-8"))
     cek = os.urandom(CEK_BYTES[enc])
     iv = os.urandom(IV_BYTES)
     sealed = AESGCM(cek).encrypt(iv, plaintext, protected.encode("ascii"))
     parts = (
         protected,
-        b64url_encode(public_key.encrypt(cek, _OAEP)),
-        b64url_encode(iv),
-        b64url_encode(sealed[:-TAG_BYTES]),
-        b64url_encode(sealed[-TAG_BYTES:]),
+        b64url.encode(public_key.encrypt(cek, _OAEP)),
+        b64url.encode(iv),
+        b64url.encode(sealed[:-TAG_BYTES]),
+        b64url.encode(sealed[-TAG_BYTES:]),
     )
     return ".".join(parts).encode("ascii")

@@ -8,10 +8,8 @@ with them.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -21,9 +19,10 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from receiver import b64url
+
 MIN_BITS = 2048
 KID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 KEY_SUFFIXES = (".pem", ".json")
 
 
@@ -55,7 +54,7 @@ class Keyring(Mapping[str, rsa.RSAPrivateKey]):
     def __len__(self) -> int:
         return len(self._keys)
 
-    def describe(self) -> list[KeyInfo]:
+    def infos(self) -> list[KeyInfo]:
         return [
             KeyInfo(kid, key.key_size, fingerprint(key.public_key()), self._paths.get(kid, Path(kid)))
             for kid, key in sorted(self._keys.items())
@@ -108,7 +107,7 @@ def _b64int(value: Any, path: Path, name: str) -> int:
     if not isinstance(value, str) or not value:
         raise KeyFileError(f"{path.name}: private JWK has no {name!r} member")
     try:
-        return int.from_bytes(b64url_decode(value), "big")
+        return b64url.decode_int(value)
     except ValueError:
         raise KeyFileError(f"{path.name}: private JWK member {name!r} is not base64url") from None
 
@@ -135,63 +134,12 @@ def _from_jwk(path: Path, data: bytes) -> rsa.RSAPrivateKey:
         raise KeyFileError(f"{path.name}: the JWK members do not form a consistent RSA key") from None
 
 
-def b64url_encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(text: str) -> bytes:
-    """Strict base64url without padding; raises ``ValueError`` on anything else."""
-    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _int_b64(value: int) -> str:
-    return b64url_encode(value.to_bytes((value.bit_length() + 7) // 8 or 1, "big"))
-
-
-def public_jwk(key: rsa.RSAPublicKey, kid: str) -> dict[str, str]:
-    """The public JWK Kayle's key registration takes."""
-    numbers = key.public_numbers()
-    return {
-        "kty": "RSA",
-        "n": _int_b64(numbers.n),
-        "e": _int_b64(numbers.e),
-        "alg": "RSA-OAEP-256",
-        "use": "enc",
-        "kid": kid,
-    }
-
-
 def fingerprint(key: rsa.RSAPublicKey) -> str:
     """RFC 7638 JWK thumbprint (SHA-256, base64url) of the public key."""
     numbers = key.public_numbers()
     canonical = json.dumps(
-        {"e": _int_b64(numbers.e), "kty": "RSA", "n": _int_b64(numbers.n)}, separators=(",", ":"), sort_keys=True
+        {"e": b64url.encode_int(numbers.e), "kty": "RSA", "n": b64url.encode_int(numbers.n)},
+        separators=(",", ":"),
+        sort_keys=True,
     )
-    return b64url_encode(hashlib.sha256(canonical.encode("ascii")).digest())
-
-
-def generate(bits: int = 4096) -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
-
-
-def write_key(directory: Path, kid: str, bits: int = 4096) -> Path:
-    """Generate a key and store it as ``<kid>.pem`` (mode 0600) in ``directory``; never overwrite one."""
-    if not KID_PATTERN.fullmatch(kid):
-        raise KeyFileError(f"{kid[:40]!r}: a kid is 1-128 letters, digits, '-' or '_' (it becomes the file name)")
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for suffix in KEY_SUFFIXES:
-        if (directory / f"{kid}{suffix}").exists():
-            raise KeyFileError(f"{kid}{suffix}: a key with kid {kid!r} already exists in {directory}")
-    path = directory / f"{kid}.pem"
-    data = pem(generate(bits))
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
-        file.write(data)
-    return path
-
-
-def pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    return b64url.encode(hashlib.sha256(canonical.encode("ascii")).digest())

@@ -1,12 +1,5 @@
-"""Prometheus ``/metrics``: the receiver's own figures plus what Redis knows.
-
-In-process counters cover deliveries (by outcome code), duplicates and request
-durations; with several receiver processes they are aggregated through
-prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by
-``serve``). Queue depth, scheduled retries, the failed registry and the worker
-processes' handler figures (see :mod:`receiver.stats`) are read from Redis at
-scrape time, asynchronously, so every receiver reports the same values.
-"""
+"""Prometheus ``/metrics``: the receiver's own counters, plus what Redis knows (queues, failures, and the
+worker processes' handler figures, :mod:`receiver.stats`), read at scrape time."""
 
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ class Persistence:
     def off(self) -> bool:
         return self.aof is False and not self.rdb
 
-    def describe(self) -> str:
+    @property
+    def summary(self) -> str:
         if self.aof is None:
             return "unknown (CONFIG is not allowed)"
         on = [name for name, enabled in (("AOF", self.aof), ("RDB snapshots", self.rdb)) if enabled]

@@ -1,4 +1,4 @@
-"""Configuration from ``KAYLE_*`` environment variables and an optional ``.env``.
+"""Configuration from ``KAYLE_*`` environment variables and an optional ``.env`` (README: Configuration).
 
 :func:`load_config` validates everything a process needs at start-up and raises
 :class:`ConfigError` with one line naming the variable and what to fix.
@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, NonNegativeInt, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from receiver.keyring import KeyFileError, Keyring, load_keyring
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+
+#: A list setting: comma-separated in the environment.
+CommaList = Annotated[list[str], NoDecode]
+IntList = Annotated[list[NonNegativeInt], NoDecode]
 
 
 class ConfigError(Exception):
@@ -25,7 +29,7 @@ class ConfigError(Exception):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KAYLE_", env_file=".env", extra="ignore")
 
-    signing_secrets: str = ""
+    signing_secrets: CommaList = []
     signing_secrets_file: Path | None = None
     key_dir: Path | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -34,16 +38,13 @@ class Settings(BaseSettings):
     dedup_ttl_seconds: int = Field(864000, ge=60)
     max_body_bytes: int = Field(262144, ge=1024)
     body_timeout_seconds: float = Field(10.0, gt=0)
-    # Threads that decrypt deliveries beside the event loop (receiver.app); 0 decrypts on the event loop.
     decrypt_threads: int = Field(2, ge=0, le=64)
     queue: str = Field("kayle", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
-    retry_intervals: str = "10,60,300,1800,7200"
+    retry_intervals: IntList = [10, 60, 300, 1800, 7200]
     job_timeout_seconds: int = Field(600, ge=1)
     failure_ttl_seconds: int = Field(2592000, ge=60)
-    handlers: str = ""
-    # False: workers load only KAYLE_HANDLERS, not the installed entry-point plugins (workers.plugins).
+    handlers: CommaList = []
     load_entry_points: bool = True
-    # A job abandoned by a killed worker runs again within about this many seconds (workers.process).
     abandoned_job_seconds: int = Field(180, ge=6)
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -51,6 +52,13 @@ class Settings(BaseSettings):
     api_key_file: Path | None = None
     api_url: str = "https://api.kayle.id"
     endpoint_id: str = ""
+
+    @field_validator("signing_secrets", "handlers", "retry_intervals", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("path")
     @classmethod
@@ -65,51 +73,6 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
-
-    def retry_schedule(self) -> list[int]:
-        """``KAYLE_RETRY_INTERVALS`` as seconds; its length is the number of retries."""
-        try:
-            intervals = [int(part) for part in self.retry_intervals.split(",") if part.strip()]
-        except ValueError:
-            raise ConfigError("KAYLE_RETRY_INTERVALS: must be comma-separated whole seconds") from None
-        if any(i < 0 for i in intervals):
-            raise ConfigError("KAYLE_RETRY_INTERVALS: intervals cannot be negative")
-        return intervals
-
-    def handler_modules(self) -> list[str]:
-        return [name.strip() for name in self.handlers.split(",") if name.strip()]
-
-    def secrets(self) -> list[str]:
-        """Every configured signing secret, from the variable then the file."""
-        found = [s.strip() for s in self.signing_secrets.split(",") if s.strip()]
-        if self.signing_secrets_file is not None:
-            try:
-                lines = self.signing_secrets_file.read_text(encoding="utf-8").splitlines()
-            except OSError as exc:
-                raise ConfigError(
-                    f"KAYLE_SIGNING_SECRETS_FILE: cannot read {self.signing_secrets_file} ({exc.strerror})"
-                ) from None
-            found += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-        if not found:
-            raise ConfigError(
-                "KAYLE_SIGNING_SECRETS: no signing secret configured; set it (or KAYLE_SIGNING_SECRETS_FILE) "
-                "to the whsec_... secret Kayle returned for the endpoint"
-            )
-        for position, secret in enumerate(found, start=1):
-            if not secret.startswith(SECRET_PREFIX) or len(secret) <= len(SECRET_PREFIX):
-                raise ConfigError(
-                    f"KAYLE_SIGNING_SECRETS: secret #{position} does not look like a Kayle secret "
-                    f"(it must start with {SECRET_PREFIX}; use the whole string Kayle returned)"
-                )
-        return found
-
-    def keyring(self) -> Keyring:
-        if self.key_dir is None:
-            raise ConfigError("KAYLE_KEY_DIR: not set; point it at the directory of <kid>.pem private keys")
-        try:
-            return load_keyring(self.key_dir)
-        except KeyFileError as exc:
-            raise ConfigError(f"KAYLE_KEY_DIR: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -133,6 +96,45 @@ def read_settings() -> Settings:
 def load_config(*, need_secrets: bool = True) -> Config:
     """Read and check the configuration; raise :class:`ConfigError` naming what to fix."""
     settings = read_settings()
-    settings.retry_schedule()
-    secrets = tuple(settings.secrets()) if need_secrets else ()
-    return Config(settings, secrets, settings.keyring())
+    secrets = tuple(signing_secrets(settings)) if need_secrets else ()
+    return Config(settings, secrets, keyring_of(settings))
+
+
+def signing_secrets(settings: Settings) -> list[str]:
+    """Every configured signing secret, from the variable then the file."""
+    found = list(settings.signing_secrets)
+    if settings.signing_secrets_file is not None:
+        try:
+            lines = settings.signing_secrets_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(
+                f"KAYLE_SIGNING_SECRETS_FILE: cannot read {settings.signing_secrets_file} ({exc.strerror})"
+            ) from None
+        found += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not found:
+        raise ConfigError(
+            "KAYLE_SIGNING_SECRETS: no signing secret configured; set it (or KAYLE_SIGNING_SECRETS_FILE) "
+            "to the whsec_... secret Kayle returned for the endpoint"
+        )
+    for position, secret in enumerate(found, start=1):
+        if not secret.startswith(SECRET_PREFIX) or len(secret) <= len(SECRET_PREFIX):
+            raise ConfigError(
+                f"KAYLE_SIGNING_SECRETS: secret #{position} does not look like a Kayle secret "
+                f"(it must start with {SECRET_PREFIX}; use the whole string Kayle returned)"
+            )
+    return found
+
+
+def key_dir(settings: Settings, option: str | None = None) -> Path:
+    """``KAYLE_KEY_DIR``; the error names ``option`` too when a command takes one instead."""
+    if settings.key_dir is None:
+        alternative = f", or pass {option}" if option else ""
+        raise ConfigError(f"KAYLE_KEY_DIR: not set; point it at the directory of <kid>.pem private keys{alternative}")
+    return settings.key_dir
+
+
+def keyring_of(settings: Settings) -> Keyring:
+    try:
+        return load_keyring(key_dir(settings))
+    except KeyFileError as exc:
+        raise ConfigError(f"KAYLE_KEY_DIR: {exc}") from None

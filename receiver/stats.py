@@ -1,11 +1,7 @@
-"""Figures that worker processes leave in Redis for the receiver's ``/metrics`` to report.
+"""Figures that worker processes leave in one Redis hash for every receiver's ``/metrics`` to report.
 
-Workers are separate processes, often on other hosts, so their counters live in
-one Redis hash that every scrape reads whole. Fields are tab-separated:
-``runs\\t<handler>\\t<outcome>`` (count), ``seconds\\t<handler>\\t<outcome>`` (sum),
-``bucket\\t<handler>\\t<outcome>\\t<le>`` (count of runs at or under ``le``, not
-cumulative) and ``unhandled\\t<event type>`` (events no handler wanted). Handler
-names and event types only: never a payload.
+Fields are tab-separated: ``runs|seconds\\t<handler>\\t<outcome>``, ``bucket\\t<handler>\\t<outcome>\\t<le>``
+(runs at or under ``le``, not cumulative) and ``unhandled\\t<event type>``. Names and types only.
 """
 
 from __future__ import annotations

@@ -21,10 +21,12 @@ ensure_venv() {
         "$python" -m venv "$VENV"
     fi
     local stamp="$VENV/.installed"
-    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/examples/kayle_example_plugin/pyproject.toml" -nt "$stamp" ]; then
+    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
         say "installing kayle-webhooks and its test tools into .venv"
         "$VENV/bin/python" -m pip install --quiet --upgrade pip
-        "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]" -e "$ROOT/examples/kayle_example_plugin"
+        "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
+        # An earlier version installed the example plugin here: every worker of this venv would run it.
+        "$VENV/bin/python" -m pip uninstall --quiet --yes kayle-example-plugin >/dev/null 2>&1 || true
         touch "$stamp"
     fi
     export PATH="$VENV/bin:$PATH"

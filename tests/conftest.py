@@ -9,23 +9,13 @@ import httpx
 import pytest
 import redis
 
-from receiver import keyring
+from kayle_webhooks.keys import generate, pem
 from receiver.settings import Config, load_config
+from tests.helpers.privacy import claim_values, leaks, sample_claim_values
+from tests.helpers.receiver import receiver_client
+from tests.helpers.redis import private_database
+from tests.helpers.vectors import FIXTURE_KID, FIXTURE_TIME, FIXTURES, OTHER_KID, Fixture, load_fixtures
 from tests.kayle_mock.control import MockKayle, mock_kayle
-from tests.support import (
-    FIXTURE_KID,
-    FIXTURE_TIME,
-    FIXTURES,
-    Fixture,
-    claim_values,
-    leaked_claims,
-    load_fixtures,
-    private_database,
-    redis_blobs,
-    sample_claim_values,
-)
-
-OTHER_KID = "second-key"
 
 
 @pytest.fixture(scope="session")
@@ -34,15 +24,24 @@ def fixtures() -> list[Fixture]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_database() -> Iterator[str]:
+    """A numbered database of the test Redis that this test process has to itself."""
     with private_database() as url:
         yield url
 
 
 @pytest.fixture
+def redis_url(redis_database: str) -> str:
+    """This test's Redis database, empty when the test starts."""
+    client = redis.Redis.from_url(redis_database)
+    client.flushdb()
+    client.close()
+    return redis_database
+
+
+@pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
-    client.flushdb()
     yield client
     client.close()
 
@@ -52,7 +51,7 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fixtures' key plus a second, generated key (as after a rotation)."""
     directory = tmp_path_factory.mktemp("keys")
     shutil.copy(FIXTURES / "private.pem", directory / f"{FIXTURE_KID}.pem")
-    (directory / f"{OTHER_KID}.pem").write_bytes(keyring.pem(keyring.generate(2048)))
+    (directory / f"{OTHER_KID}.pem").write_bytes(pem(generate(2048)))
     return directory
 
 
@@ -90,13 +89,7 @@ def frozen_clock() -> float:
 @pytest.fixture
 async def client(config: Config, redis_client: redis.Redis) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the receiver app with its clock frozen at the fixtures' timestamp."""
-    from receiver.app import create_app
-
-    app = create_app(config, clock=lambda: float(FIXTURE_TIME))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://receiver") as http,
-    ):
+    async with receiver_client(config) as http:
         yield http
 
 
@@ -114,16 +107,12 @@ def privacy_sweep(
     tmp_path: Path | None = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
     url: str | None = request.getfixturevalue("redis_url") if "redis_url" in request.fixturenames else None
     yield
-    leaks = [f"log record: {v}" for v in leaked_claims(caplog.text, all_claim_values)]
-    if tmp_path is not None:
-        for log_file in tmp_path.rglob("*.log"):
-            leaks += [f"{log_file.name}: {v}" for v in leaked_claims(log_file.read_bytes(), all_claim_values)]
-    if url is not None:
-        client = redis.Redis.from_url(url)
-        for key, blob in redis_blobs(client):
-            leaks += [f"redis {key}: {v}" for v in leaked_claims(blob, all_claim_values)]
+    client = redis.Redis.from_url(url) if url is not None else None
+    files = list(tmp_path.rglob("*.log")) if tmp_path is not None else []
+    found = leaks(all_claim_values, client, files, [caplog.text])
+    if client is not None:
         client.close()
-    assert not leaks, f"claim values leaked: {sorted(set(leaks))[:10]}"
+    assert not found, f"claim values leaked: {found[:10]}"
 
 
 @pytest.fixture

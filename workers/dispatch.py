@@ -1,9 +1,7 @@
 """The job function: decrypt the event again, validate it, run the handlers that have not completed.
 
-Privacy of failures: a handler's exception message may quote claims, so it
-never leaves this module. What reaches RQ (and so Redis and RQ's log lines) is
-one :class:`HandlerFailed` naming the handlers, their exception types and the
-traceback frames (file, line, function), raised ``from None``.
+A handler's exception message may quote claims, so it never leaves this module: RQ (and so Redis
+and RQ's log lines) sees one :class:`HandlerFailed` naming handlers, exception types and frames.
 """
 
 from __future__ import annotations
@@ -16,10 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
-from redis import Redis
 from rq.job import get_current_job
 
 from receiver import jwe as jwe_format
@@ -29,7 +26,7 @@ from receiver.keyring import Keyring
 from receiver.logs import log
 from receiver.settings import Settings, load_config
 from receiver.stats import HandlerOutcome, record_handler_run, record_unhandled
-from workers.jobclass import META_ERROR_TYPES, META_FAILED_HANDLERS, KayleJob
+from workers.jobclass import KayleJob
 from workers.models import BaseEvent, Context, model_for
 from workers.plugins import load_handlers
 from workers.registry import Handler, Registry
@@ -90,14 +87,13 @@ def handle_delivery(
     """Run one event's unfinished handlers (the job contract of :mod:`receiver.jobs`)."""
     runtime = current_runtime()
     job = get_current_job()
-    redis: Redis = job.connection if job is not None else Redis.from_url(runtime.settings.redis_url)
-    records = Records(job if isinstance(job, KayleJob) else None, redis)
-    attempt = records.job.attempt if records.job is not None else 1
+    if not isinstance(job, KayleJob):
+        raise TypeError("handle_delivery runs in kayle-webhooks workers only (their job class is KayleJob)")
     event = read_event(jwe, event_id, runtime.keyring)
     handlers = runtime.registry.for_type(event.type)
     if not handlers:
-        records.later(lambda pipe: record_unhandled(pipe, event.type))
-        log(logger, logging.INFO, "event unhandled", event_id=event_id, type=event.type, attempt=attempt)
+        job.defer(lambda pipe: record_unhandled(pipe, event.type))
+        log(logger, logging.INFO, "event unhandled", event_id=event_id, type=event.type, attempt=job.attempt)
         return
     context = Context(
         event_id=event_id,
@@ -105,46 +101,22 @@ def handle_delivery(
         delivery_id=delivery_id,
         kid=kid,
         received_at=datetime.fromtimestamp(received_at, UTC),
-        attempt=attempt,
+        attempt=job.attempt,
     )
-    done = records.job.done if records.job is not None else frozenset()
-    pending = [h for h in handlers if h.name not in done]
-    failures = _run_all(pending, event, context, records)
+    pending = [h for h in handlers if h.name not in job.done]
+    failures = _run_all(pending, event, context, job)
     if failures:
-        _fail(records, context, failures, len(handlers))
+        _fail(job, context, failures, len(handlers))
     log(
         logger,
         logging.INFO,
         "event handled",
         event_id=event_id,
         type=context.event_type,
-        attempt=attempt,
-        handlers=len(handlers),
-        ran=len(pending),
+        attempt=job.attempt,
+        handlers=",".join(h.name for h in handlers),
+        ran=",".join(h.name for h in pending),
     )
-
-
-@dataclass(frozen=True)
-class Records:
-    """Where a run writes its progress, figures and failure: the :class:`KayleJob`'s deferred writes, sent with
-    RQ's end-of-run round trip unless a later handler must not start before they are stored; for a job of
-    another class (a plain ``rq worker``), at once."""
-
-    job: KayleJob | None
-    redis: Redis
-
-    def later(self, write: Callable[[Pipeline], object]) -> None:
-        if self.job is not None:
-            self.job.defer(write)
-            return
-        with self.redis.pipeline() as pipe:
-            write(pipe)
-            pipe.execute()
-
-    def now(self, write: Callable[[Pipeline], object]) -> None:
-        self.later(write)
-        if self.job is not None:
-            self.job.flush()
 
 
 def read_event(jwe: str, event_id: str, keyring: Keyring) -> BaseEvent:
@@ -169,11 +141,10 @@ def read_event(jwe: str, event_id: str, keyring: Keyring) -> BaseEvent:
     return event
 
 
-def _run_all(handlers: list[Handler], event: BaseEvent, context: Context, records: Records) -> list[Failure]:
-    """Run ``handlers`` in order and return their failures. Each completion is recorded in the job's progress
-    (:mod:`workers.jobclass`), in one transaction with its figures, before the next handler starts, so a retry
-    (after a failure or a crash) skips it; the last one's goes with RQ's end-of-run round trip. The progress
-    goes with the job when RQ deletes it on success."""
+def _run_all(handlers: list[Handler], event: BaseEvent, context: Context, job: KayleJob) -> list[Failure]:
+    """Run ``handlers`` in order and return their failures. Each completion is stored in the job's progress
+    with its figures before the next handler starts (the last one's with RQ's end-of-run round trip), so a
+    retry skips it."""
     failures: list[Failure] = []
     completed: set[str] = set()
     for index, handler in enumerate(handlers):
@@ -183,8 +154,8 @@ def _run_all(handlers: list[Handler], event: BaseEvent, context: Context, record
             # Each handler gets an event of its own; the last one can have the original, which nothing reads after.
             handler.func(event if last else event.model_copy(deep=True), context)
         except BaseException as exc:  # every handler error is recorded, sanitized, below
-            failures.append(_describe(handler, exc))
-            records.later(_run_figures(handler.name, "error", time.perf_counter() - started))
+            failures.append(_failure_of(handler, exc))
+            job.defer(_run_figures(handler.name, "error", time.perf_counter() - started))
             log(
                 logger,
                 logging.WARNING,
@@ -199,14 +170,10 @@ def _run_all(handlers: list[Handler], event: BaseEvent, context: Context, record
                 break  # the job's time is up or the process is stopping: leave the rest for the retry
             continue
         completed.add(handler.name)
-        records.later(_run_figures(handler.name, "ok", time.perf_counter() - started))
-        if records.job is None:
-            continue
-        done = partial(records.job.record_done, set(completed))
-        if last:
-            records.later(done)  # with RQ's end-of-run round trip
-        else:
-            records.now(done)  # stored before the next handler starts
+        job.defer(_run_figures(handler.name, "ok", time.perf_counter() - started))
+        job.defer(partial(job.record_done, set(completed)))
+        if not last:
+            job.flush()  # stored before the next handler starts; the last one's waits for RQ's round trip
     return failures
 
 
@@ -220,7 +187,7 @@ def _is_timeout(exc: BaseException) -> bool:
     return isinstance(exc, BaseTimeoutException)
 
 
-def _describe(handler: Handler, exc: BaseException) -> Failure:
+def _failure_of(handler: Handler, exc: BaseException) -> Failure:
     """The exception's type (and its causes' types) and frames: never its message or locals."""
     kinds = [_type_name(exc)]
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
@@ -240,13 +207,9 @@ def _frames(tb: TracebackType | None) -> list[str]:
     return [f'  File "{f.filename}", line {f.lineno}, in {f.name}' for f in frames[-_MAX_FRAMES:]]
 
 
-def _fail(records: Records, context: Context, failures: list[Failure], total: int) -> None:
+def _fail(job: KayleJob, context: Context, failures: list[Failure], total: int) -> None:
     """Record the failing handlers in the job's meta (progress stays in the job), then raise the sanitized error."""
-    if records.job is not None:
-        job = records.job
-        job.meta[META_FAILED_HANDLERS] = [f.handler for f in failures]
-        job.meta[META_ERROR_TYPES] = [f.error_type for f in failures]
-        records.later(job.save_meta_on)
+    job.record_failure([f.handler for f in failures], [f.error_type for f in failures])
     lines = [
         f"{len(failures)} of {total} handlers failed for {context.event_type} {context.event_id} "
         f"(attempt {context.attempt}); exception messages are not kept, see the handler's own logs"
@@ -254,8 +217,3 @@ def _fail(records: Records, context: Context, failures: list[Failure], total: in
     for failure in failures:
         lines += [f"{failure.handler} raised {failure.error_type}", *failure.frames]
     raise HandlerFailed("\n".join(lines)) from None
-
-
-def describe_failure(meta: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Failing handlers and their error types, as the last failed run recorded them in the job's meta."""
-    return list(meta.get(META_FAILED_HANDLERS, [])), list(meta.get(META_ERROR_TYPES, []))

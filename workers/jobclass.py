@@ -1,34 +1,12 @@
-"""The RQ job class of our workers: a job carries its event's attempt count and handler progress.
-
-Both are fields of the job's own hash, beside RQ's (RQ saves its fields with
-``HSET`` and never touches others), so:
-
-- they arrive with the job: RQ reads the whole hash when it dequeues a job,
-  and :meth:`KayleJob.restore` keeps them, at no extra round trip;
-- the attempt is counted in RQ's own start transaction
-  (:meth:`KayleJob.prepare_for_execution`), so a run is counted exactly when
-  RQ marks the job started;
-- progress lives and dies with the job: it stays while the job waits for a
-  retry or in the failed registry (and expires with it), and goes when RQ
-  deletes the finished job (``result_ttl=0``) inside the transaction that
-  records the success. A work horse lost before that leaves the job unfinished
-  with its progress intact, so the retry runs only the handlers that had not
-  completed; lost after it, nothing runs again.
-
-What a run writes once its job function has returned (the last handler's
-completion, handler figures, the failure's meta) waits for the round trip RQ
-makes anyway at that point: its end-of-run heartbeat
-(:meth:`KayleJob.heartbeat`, before RQ records success or failure), sent as one
-transaction with it. A work horse lost in between loses only that run's
-unrecorded completions: those handlers run again (at-least-once).
-"""
+"""The RQ job class of our workers: a job carries its event's attempt count and handler progress
+in its own hash, and a run's last writes go with RQ's end-of-run round trip (docs/design.md)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rq.executions import Execution
 from rq.job import Job
@@ -60,6 +38,11 @@ class KayleJob(Job):
         super().__init__(*args, **kwargs)
         self._deferred = []
 
+    @classmethod
+    def load(cls, id: str, connection: Redis) -> KayleJob:
+        """``fetch``, typed: raises ``NoSuchJobError`` when there is no such job."""
+        return cast(KayleJob, cls.fetch(id, connection=connection))
+
     @property
     def attempt(self) -> int:
         """This run's number, which RQ's start transaction counts."""
@@ -87,6 +70,16 @@ class KayleJob(Job):
     def save_meta_on(self, pipeline: Pipeline) -> None:
         """What ``save_meta()`` writes, on ``pipeline``."""
         pipeline.hset(self.key, "meta", self.serializer.dumps(self.meta))
+
+    def record_failure(self, handlers: list[str], error_types: list[str]) -> None:
+        """Keep this run's failing handlers and their exception types in the meta, sent with the run's writes."""
+        self.meta[META_FAILED_HANDLERS] = handlers
+        self.meta[META_ERROR_TYPES] = error_types
+        self.defer(self.save_meta_on)
+
+    def last_failure(self) -> tuple[list[str], list[str]]:
+        """The failing handlers and their error types, as the last failed run recorded them."""
+        return list(self.meta.get(META_FAILED_HANDLERS, [])), list(self.meta.get(META_ERROR_TYPES, []))
 
     def defer(self, write: Callable[[Pipeline], object]) -> None:
         """Leave ``write`` for this run's next round trip: :meth:`flush`, or else RQ's end-of-run heartbeat."""

@@ -8,9 +8,10 @@ Kayle adds is ever dropped: read them with ``model_extra`` or ``model_dump()``.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -111,12 +112,21 @@ class GenericEvent(BaseEvent):
 #: What an ``on_any`` handler may receive.
 Event = SessionSucceeded | SessionFailed | SessionExpired | SessionCancelled | GenericEvent
 
+#: The typed model of each documented event type, keyed by its ``type`` literal.
 MODELS: dict[str, type[BaseEvent]] = {
-    "verification.session.succeeded": SessionSucceeded,
-    "verification.session.failed": SessionFailed,
-    "verification.session.expired": SessionExpired,
-    "verification.session.cancelled": SessionCancelled,
+    get_args(model.model_fields["type"].annotation)[0]: model
+    for model in (SessionSucceeded, SessionFailed, SessionExpired, SessionCancelled)
 }
+
+
+#: The event types Kayle documents today (others arrive as :class:`GenericEvent`).
+KNOWN_EVENT_TYPES: tuple[str, ...] = tuple(MODELS)
+
+
+def unknown_type_hint(event_type: str) -> str:
+    """What to say of a type Kayle does not document: the closest known type, or the known ones."""
+    close = difflib.get_close_matches(event_type, KNOWN_EVENT_TYPES, n=1)
+    return f"did you mean {close[0]!r}?" if close else f"known types: {', '.join(KNOWN_EVENT_TYPES)}"
 
 
 def model_for(event_type: str) -> type[BaseEvent]:

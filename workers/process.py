@@ -1,20 +1,11 @@
 """``kayle-webhooks worker``: RQ workers with the partner's handlers loaded and the scheduler on.
 
-Timing (:class:`Timing`, from ``KAYLE_ABANDONED_JOB_SECONDS``, default 180):
-a forking worker refreshes its job's entry in RQ's started-job registry every
-``monitoring`` seconds, each entry living ``monitoring + grace`` seconds; an
-idle worker runs RQ's maintenance (which retries or fails jobs whose entry
-expired, i.e. whose worker died) every ``maintenance`` seconds. A job abandoned
-by a killed worker therefore runs again within about 5/6 of the setting, plus
-its first retry interval. ``--simple`` workers run the job in-process and send
-no heartbeat meanwhile, so their jobs are only declared abandoned after the job
-timeout plus 60 s (RQ's rule). SIGTERM is RQ's warm shutdown: the current job
-finishes first.
+:class:`Timing` derives RQ's heartbeat and maintenance intervals from ``KAYLE_ABANDONED_JOB_SECONDS``, so
+a job abandoned by a killed worker runs again within about that long (docs/design.md).
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 from collections.abc import Callable
@@ -29,11 +20,12 @@ from rq.worker import BaseWorker
 from rq.worker_pool import WorkerPool
 
 from receiver import jwe, logs
+from receiver.connections import display_url, sync_redis
 from receiver.logs import log
 from receiver.settings import ConfigError, Settings, load_config
 from workers import dispatch
 from workers.jobclass import KayleJob
-from workers.plugins import load_handlers
+from workers.plugins import load_handlers, unknown_type_warnings
 from workers.registry import Registry
 
 logger = logging.getLogger("kayle.worker")
@@ -54,8 +46,16 @@ class Timing:
         )
 
 
+class KayleSimpleWorker(SimpleWorker):
+    """RQ's in-process worker, without RQ's per-job "result discarded" line (results are never kept)."""
+
+    log_result_lifespan = False
+
+
 class KayleWorker(Worker):
     """RQ's forking worker whose started-job entries expire ``grace`` seconds after a missed heartbeat."""
+
+    log_result_lifespan = False
 
     def __init__(self, *args: Any, heartbeat_grace: int = 60, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -68,9 +68,9 @@ class KayleWorker(Worker):
         return int(max(interval, 1)) + self.heartbeat_grace
 
 
-def run(args: argparse.Namespace) -> int:
-    """Load configuration and handlers, then work until stopped (or, with ``--burst``, until the queue is empty)."""
-    if args.processes < 1:
+def run(*, burst: bool, simple: bool, processes: int) -> None:
+    """Load configuration and handlers, then work until stopped (or, with ``burst``, until the queue is empty)."""
+    if processes < 1:
         raise ConfigError("--processes: must be at least 1")
     config = load_config(need_secrets=False)
     settings = config.settings
@@ -83,23 +83,22 @@ def run(args: argparse.Namespace) -> int:
         )
     dispatch.configure(dispatch.Runtime(settings, config.keyring, registry))
     jwe.warm_up(config.keyring)  # before any work horse is forked
-    _log_start(settings, registry, args)
+    _log_start(settings, registry, processes=processes, simple=simple, burst=burst)
     connection = _connect(settings.redis_url)
-    factory = worker_factory(settings, simple=args.simple)
-    if args.processes > 1:
+    factory = worker_factory(settings, simple=simple)
+    if processes > 1:
         pool = WorkerPool(
             [settings.queue],
             connection=connection,
-            num_workers=args.processes,
+            num_workers=processes,
             worker_class=cast(Any, factory),
             job_class=KayleJob,  # the pool passes its own job_class to each worker, over the factory's
         )
-        pool.start(burst=args.burst, logging_level=settings.log_level)
+        pool.start(burst=burst, logging_level=settings.log_level)
     else:
         factory([settings.queue], connection=connection).work(
-            burst=args.burst, with_scheduler=True, logging_level=settings.log_level
+            burst=burst, with_scheduler=True, logging_level=settings.log_level
         )
-    return 0
 
 
 def worker_factory(settings: Settings, *, simple: bool) -> Callable[..., BaseWorker]:
@@ -113,7 +112,7 @@ def worker_factory(settings: Settings, *, simple: bool) -> Callable[..., BaseWor
         "job_class": KayleJob,  # attempts and handler progress travel in the job's own hash
     }
     if simple:
-        return functools.partial(SimpleWorker, **common)
+        return functools.partial(KayleSimpleWorker, **common)
     return functools.partial(KayleWorker, heartbeat_grace=timing.grace, **common)
 
 
@@ -126,24 +125,29 @@ def work_burst(settings: Settings, connection: Redis) -> bool:
 
 
 def _connect(url: str) -> Redis:
-    connection = Redis.from_url(url)
+    connection = sync_redis(url)
     try:
         connection.ping()
     except (RedisError, OSError) as exc:
-        raise ConfigError(f"KAYLE_REDIS_URL: cannot reach Redis ({type(exc).__name__})") from None
+        raise ConfigError(
+            f"KAYLE_REDIS_URL: cannot reach Redis at {display_url(url)} ({type(exc).__name__}); "
+            "start it or point KAYLE_REDIS_URL at one that answers"
+        ) from None
     return connection
 
 
-def _log_start(settings: Settings, registry: Registry, args: argparse.Namespace) -> None:
+def _log_start(settings: Settings, registry: Registry, *, processes: int, simple: bool, burst: bool) -> None:
     log(
         logger,
         logging.INFO,
         "worker starting",
         queue=settings.queue,
-        processes=args.processes,
-        kind="simple" if args.simple else "forking",
-        burst=args.burst,
+        processes=processes,
+        kind="simple" if simple else "forking",
+        burst=burst,
         abandoned_job_seconds=settings.abandoned_job_seconds,
     )
-    for event_type, names in registry.describe().items():
+    for event_type, names in registry.names_by_type().items():
         log(logger, logging.INFO, "handlers", event_type=event_type, handlers=",".join(names))
+    for warning, fix in unknown_type_warnings(registry):
+        log(logger, logging.WARNING, warning, fix=fix)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 HandlerFunc = Callable[[Any, Any], object]
 F = TypeVar("F", bound=HandlerFunc)
 
-#: The key :meth:`Registry.describe` uses for ``on_any`` handlers.
+#: The key :meth:`Registry.names_by_type` uses for ``on_any`` handlers.
 EVERY_EVENT = "*"
 
 
@@ -48,7 +48,7 @@ class Registry:
             chosen.setdefault(handler.name, handler)
         return list(chosen.values())
 
-    def describe(self) -> dict[str, list[str]]:
+    def names_by_type(self) -> dict[str, list[str]]:
         """Handler names per event type; ``"*"`` lists the ``on_any`` handlers."""
         found = {event_type: [h.name for h in handlers] for event_type, handlers in sorted(self._by_type.items())}
         if self._every:

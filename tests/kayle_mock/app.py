@@ -28,8 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from receiver import jwe, signature
-from receiver.keyring import b64url_decode
+from receiver import b64url, jwe, signature
 
 EVENT_TYPES = (
     "verification.session.succeeded",
@@ -368,8 +367,8 @@ async def reactivate_key(state: State, request: Request, body: Any) -> tuple[int
 
 
 def _public_key(jwk: dict[str, Any]) -> rsa.RSAPublicKey:
-    n = int.from_bytes(b64url_decode(jwk["n"]), "big")
-    e = int.from_bytes(b64url_decode(jwk["e"]), "big")
+    n = int.from_bytes(b64url.decode(jwk["n"]), "big")
+    e = int.from_bytes(b64url.decode(jwk["e"]), "big")
     return rsa.RSAPublicNumbers(e, n).public_key()
 
 

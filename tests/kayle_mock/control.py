@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import free_port, running, wait_for_http
+from tests.helpers.processes import free_port, running, wait_for_http
 
 API_KEY = "kk_test_4b1d2f0c9e8a7d6c5b4a3f2e1d0c9b8a"
 READONLY_KEY = "kk_readonly_0f1e2d3c4b5a69788796a5b4c3d2e1f0"

@@ -94,19 +94,3 @@ def hang(event: BaseEvent, ctx: Context) -> None:
         _record("hang", event, ctx, "started")
         time.sleep(120)
     _record("hang", event, ctx, "ok")
-
-
-def read_records(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def ok_counts(records: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
-    """How many times each (handler, event id) completed."""
-    counts: dict[tuple[str, str], int] = {}
-    for record in records:
-        if record["outcome"] == "ok":
-            key = (record["handler"], record["event_id"])
-            counts[key] = counts.get(key, 0) + 1
-    return counts

@@ -24,14 +24,16 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kayle_webhooks.testing import encrypt_payload
 from receiver import jwe, signature
 from receiver.app import create_app
 from receiver.jobs import job_id
-from receiver.sender import encrypt_payload
 from receiver.settings import Config
-from tests.plugins.harness import leaked, redis_blobs
-from tests.reliability.support import PATH, Answer, call_asgi, header_list, subprocess_env
-from tests.support import FIXTURE_KID, FIXTURE_TIME, Fixture, claim_values, command, free_port, running, wait_for_http
+from tests.helpers.privacy import claim_values, leaks
+from tests.helpers.processes import command, free_port, running, subprocess_env, wait_for_http
+from tests.helpers.receiver import Answer, call_asgi, header_list
+from tests.helpers.sending import PATH
+from tests.helpers.vectors import FIXTURE_KID, FIXTURE_TIME, Fixture
 
 REJECTED = {400, 408, 413, 422}
 B64URL = string.ascii_letters + string.digits + "-_"
@@ -210,7 +212,7 @@ def test_validly_signed_mutated_jwes_are_never_accepted_as_forgeries(app, loop, 
 
     check()
     assert count >= 10000  # requests
-    assert leaked(claim_values(fixtures), redis_blobs(redis_client), [caplog.text]) == set()
+    assert leaks(claim_values(fixtures), redis_client, texts=[caplog.text]) == []
 
 
 def test_authenticated_garbage_payloads_are_422_or_accepted_never_5xx(app, loop, fixtures, config):
@@ -339,4 +341,4 @@ def test_a_real_receiver_survives_a_hostile_slice_and_stays_healthy(env, fixture
         assert process.poll() is None
     assert len(statuses) >= 250
     needles = claim_values(fixtures)
-    assert leaked(needles, redis_blobs(redis_client), [log_path.read_text(errors="replace")]) == set()
+    assert leaks(needles, redis_client, [log_path]) == []

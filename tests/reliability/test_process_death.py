@@ -4,7 +4,7 @@ SIGTERM to a worker and to the receiver.
 What must hold: nothing acknowledged (answered 2xx) is lost, and nothing is handled twice except a
 handler that was interrupted mid-run. Delivery to handlers is at-least-once: a handler caught
 mid-run by a SIGKILL runs again in full, so handlers must be idempotent. The handlers of
-``tests.reliability.timed_handlers`` record a ``started`` and an ``ok`` line each, so the tests
+``tests.plugins.timed_handlers`` record a ``started`` and an ``ok`` line each, so the tests
 know exactly which (handler, event) pairs were running when a process died.
 
 Every test also ends with the privacy sweep of the conftest (its Redis database and every
@@ -16,87 +16,63 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
-import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import pytest
 import redis
 from rq import Queue
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
 from receiver.jobs import job_id, marker_key
-from receiver.sender import Delivery
 from receiver.settings import Config
-from tests.plugins.harness import failed_ids, pending
-from tests.plugins.recorder import ok_counts, read_records
-from tests.reliability.support import PATH
-from tests.reliability.test_load_and_outage import (
+from tests.helpers.processes import (
+    command,
+    free_port,
+    process_table,
+    running,
+    start_group,
+    stop_group,
+    wait_for_http,
+    wait_until,
+)
+from tests.helpers.sending import PATH, Event, event_ids, make_events, send_all
+from tests.helpers.vectors import FIXTURE_KID
+from tests.helpers.workers import (
     assert_handled_exactly_once,
-    make_events,
-    run_workers,
-    send_until_2xx,
+    failed_ids,
+    ok_counts,
+    pending,
+    read_records,
     worker_env,
 )
-from tests.support import REPO, command, free_port, running, wait_for_http
-from tests.test_workers_process import wait_until
+
+pytestmark = pytest.mark.slow
 
 QUEUE = "kayle"
-HANDLERS = ("first", "slow", "last")  # tests.reliability.timed_handlers (not imported here: it would register them)
-Event = tuple[dict[str, Any], Delivery]
+HANDLERS = ("first", "slow", "last")  # tests.plugins.timed_handlers (not imported here: it would register them)
 
 
-def timed_env(base: dict[str, str], tmp_path: Path, redis_url: str, **extra: str) -> dict[str, str]:
+def timed_env(base: dict[str, str], tmp_path: Path, **extra: str) -> dict[str, str]:
     """A worker's environment with the start/end-recording handlers and fast abandoned-job recovery."""
-    values = worker_env(base, tmp_path, redis_url)
-    values.update(KAYLE_HANDLERS="tests.reliability.timed_handlers", KAYLE_ABANDONED_JOB_SECONDS="6", **extra)
-    return values
+    return worker_env(base, tmp_path, KAYLE_HANDLERS="tests.plugins.timed_handlers", **extra)
 
 
-def event_ids(events: list[Event]) -> list[str]:
-    return [payload["metadata"]["event_id"] for payload, _ in events]
+def events_for(config: Config, count: int) -> list[Event]:
+    return make_events(count, config.keyring[FIXTURE_KID].public_key(), FIXTURE_KID, config.secrets[0])
 
 
 def counts(records: list[dict[str, Any]], outcome: str) -> Counter[tuple[str, str]]:
     return Counter((r["handler"], r["event_id"]) for r in records if r["outcome"] == outcome)
 
 
-def send_all(url: str, events: list[Event], secret: str, answers: list[int], outcomes: dict[str, str]) -> None:
-    """8 concurrent senders; each retries its delivery (re-signed) until it is answered 2xx, as Kayle does."""
-
-    def one(item: Event) -> None:
-        payload, delivery = item
-        with httpx.Client(timeout=15) as http:
-            outcomes[payload["metadata"]["event_id"]] = send_until_2xx(http, url, delivery, secret, answers)
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(one, events))
-
-
-def start_group(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """A process leading a process group of its own (as a container's main process is)."""
-    with log_path.open("ab") as log:
-        return subprocess.Popen(argv, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def process_table() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, process group) of every process, from /proc."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            table[int(entry.name)] = (int(fields[1]), int(fields[2]))
-    return table
+def run_workers(env: dict[str, str], log_path: Path) -> None:
+    with running(command("worker", "--burst", "--simple", "--processes", "2"), env, log_path) as worker:
+        assert worker.wait(timeout=600) == 0
 
 
 def kill_worker_and_horses(group: int) -> list[int]:
@@ -121,13 +97,13 @@ def test_a_worker_killed_mid_handler_under_load_reruns_only_the_interrupted_hand
     Another worker takes over. Every handler of every event completes; a (handler, event) pair runs twice
     only if it was running in a killed horse (at-least-once: an interrupted handler runs again in full, the
     handlers that had completed do not); nothing ends in the failed registry."""
-    events = make_events(300, config)
+    events = events_for(config, 300)
     ids = event_ids(events)
     stalled = {ids[100], ids[101]}
     records_path = tmp_path / "records.jsonl"
     # Retry interval 0: an abandoned job is requeued at once, not scheduled (the killed worker may hold
     # RQ's scheduler lock, which only expires about 60 s later).
-    serve_env = timed_env(env, tmp_path, redis_url, KAYLE_RETRY_INTERVALS="0")
+    serve_env = timed_env(env, tmp_path, KAYLE_RETRY_INTERVALS="0")
     port = free_port()
     url = f"http://127.0.0.1:{port}{PATH}"
     answers: list[int] = []
@@ -147,13 +123,11 @@ def test_a_worker_killed_mid_handler_under_load_reruns_only_the_interrupted_hand
         sender = threading.Thread(target=send_all, args=(url, events, config.secrets[0], answers, outcomes))
         try:
             sender.start()
-            wait_until(horses_stalled, 60, "the first worker reaching the stalled events")
+            wait_until(horses_stalled, "the first worker reaching the stalled events")
             horses = kill_worker_and_horses(first.pid)
         finally:
-            if first.poll() is None:
-                os.killpg(first.pid, signal.SIGKILL)
-            first.wait()
-            sender.join(timeout=60)
+            stop_group(first)
+            sender.join(timeout=300)
     assert set(outcomes.values()) == {"accepted"} and len(outcomes) == len(events)
 
     at_kill = read_records(records_path)
@@ -164,8 +138,8 @@ def test_a_worker_killed_mid_handler_under_load_reruns_only_the_interrupted_hand
 
     with running(command("worker", "--processes", "2"), serve_env, tmp_path / "second.log"):
         expected = {(handler, event_id) for event_id in ids for handler in HANDLERS}
-        wait_until(lambda: expected <= set(ok_counts(read_records(records_path))), 45, "every handler completing")
-        wait_until(lambda: not pending(redis_client, QUEUE), 20, "the queue drained")
+        wait_until(lambda: expected <= set(ok_counts(read_records(records_path))), "every handler completing")
+        wait_until(lambda: not pending(redis_client, QUEUE), "the queue draining")
 
     records = read_records(records_path)
     completed, started = counts(records, "ok"), counts(records, "started")
@@ -196,8 +170,8 @@ def interrupt_receiver_under_load(
 ) -> Interrupted:
     """``count`` events from 8 senders retrying like Kayle; ``sig`` to the receiver once a third are accepted;
     a new receiver on the same port takes the rest, until every sender is done."""
-    events = make_events(count, config)
-    serve_env = worker_env(env, tmp_path, redis_url)
+    events = events_for(config, count)
+    serve_env = worker_env(env, tmp_path)
     port = free_port()
     url = f"http://127.0.0.1:{port}{PATH}"
     serve = command("serve", "--port", str(port))
@@ -208,14 +182,13 @@ def interrupt_receiver_under_load(
     with running(serve, serve_env, tmp_path / "serve-1.log") as receiver:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", process=receiver)
         sender.start()
-        wait_until(lambda: len(outcomes) >= len(events) // 3, 60, "a third of the events accepted")
+        wait_until(lambda: len(outcomes) >= len(events) // 3, "a third of the events accepted")
         receiver.send_signal(sig)
-        exit_code = receiver.wait(timeout=30)
+        exit_code = receiver.wait(timeout=60)
         at = len(outcomes)
-    time.sleep(0.5)
     with running(serve, serve_env, tmp_path / "serve-2.log") as receiver:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", process=receiver)
-        sender.join(timeout=90)
+        sender.join(timeout=600)
         assert not sender.is_alive()
     return Interrupted(events, serve_env, answers, outcomes, exit_code, at)
 
@@ -250,10 +223,10 @@ def test_sigterm_lets_a_worker_finish_its_current_job_and_leaves_the_rest_queued
     """SIGTERM to a forking worker while a slow handler runs (RQ's warm shutdown): the job finishes, each of
     its handlers recorded once, the worker exits 0; a worker started afterwards handles the 19 queued events,
     and every handler of every event ran exactly once (nothing was interrupted, so nothing ran twice)."""
-    events = make_events(20, config)
+    events = events_for(config, 20)
     ids = event_ids(events)
     records_path = tmp_path / "records.jsonl"
-    base = timed_env(env, tmp_path, redis_url)
+    base = timed_env(env, tmp_path)
     port = free_port()
     with running(command("serve", "--port", str(port)), base, tmp_path / "serve.log") as receiver:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", process=receiver)
@@ -261,14 +234,12 @@ def test_sigterm_lets_a_worker_finish_its_current_job_and_leaves_the_rest_queued
 
     worker = start_group(command("worker"), {**base, "KAYLE_TEST_SLOW_SECONDS": "2"}, tmp_path / "first.log")
     try:
-        wait_until(lambda: any(r["handler"] == "slow" for r in read_records(records_path)), 30, "the slow handler")
+        wait_until(lambda: any(r["handler"] == "slow" for r in read_records(records_path)), "the slow handler")
         when_signalled = read_records(records_path)
         worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=30) == 0
+        assert worker.wait(timeout=120) == 0
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+        stop_group(worker)
 
     records = read_records(records_path)
     current = records[0]["event_id"]
@@ -280,7 +251,7 @@ def test_sigterm_lets_a_worker_finish_its_current_job_and_leaves_the_rest_queued
     assert not redis_client.exists(Job.key_for(job_id(current)))
 
     with running(command("worker", "--burst"), base, tmp_path / "second.log") as second:
-        assert second.wait(timeout=60) == 0
+        assert second.wait(timeout=300) == 0
     records = read_records(records_path)
     expected = {(handler, event_id): 1 for event_id in ids for handler in HANDLERS}
     assert counts(records, "started") == expected and counts(records, "ok") == expected
@@ -314,15 +285,15 @@ def test_a_work_horse_lost_after_its_handlers_completed_does_not_run_them_again(
     """10 events whose work horse is SIGKILLed just after their last handler was recorded as completed, before
     RQ marked the job finished (the timed handlers' KAYLE_TEST_DIE_AFTER). The job runs again (attempt 2);
     no handler was interrupted, so none should start again, and the retry's success leaves no job behind."""
-    events = make_events(10, config)
+    events = events_for(config, 10)
     ids = event_ids(events)
-    base = timed_env(env, tmp_path, redis_url, KAYLE_RETRY_INTERVALS="0", KAYLE_TEST_DIE_AFTER=",".join(ids))
+    base = timed_env(env, tmp_path, KAYLE_RETRY_INTERVALS="0", KAYLE_TEST_DIE_AFTER=",".join(ids))
     port = free_port()
     with running(command("serve", "--port", str(port)), base, tmp_path / "serve.log") as receiver:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", process=receiver)
         send_all(f"http://127.0.0.1:{port}{PATH}", events, config.secrets[0], [], {})
     with running(command("worker", "--burst"), base, tmp_path / "worker.log") as worker:
-        assert worker.wait(timeout=60) == 0
+        assert worker.wait(timeout=300) == 0
 
     records = read_records(tmp_path / "records.jsonl")
     retried = handled_again(tmp_path / "worker.log")

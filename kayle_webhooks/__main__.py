@@ -1,0 +1,5 @@
+import sys
+
+from kayle_webhooks.cli import main
+
+sys.exit(main())

@@ -1,0 +1,113 @@
+"""``kayle-webhooks check``: is this deployment ready? Every problem, each with its fix, in one run.
+
+Warnings (such as Redis persistence being off) are printed but do not make it fail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from redis.exceptions import RedisError
+
+from receiver.connections import display_url, sync_redis
+from receiver.persistence import FIX, WARNING, read_persistence
+from receiver.settings import ConfigError, Settings, keyring_of, read_settings, signing_secrets
+from workers.plugins import handler_lines, load_handlers, unknown_type_warnings
+
+
+@dataclass
+class Report:
+    problems: int = 0
+    lines: list[str] = field(default_factory=list)
+
+    def ok(self, text: str) -> None:
+        self.lines.append(f"ok    {text}")
+
+    def warn(self, text: str, fix: str) -> None:
+        self.lines.append(f"WARN  {text}\n      fix: {fix}")
+
+    def fail(self, text: str, fix: str) -> None:
+        self.problems += 1
+        self.lines.append(f"FAIL  {text}\n      fix: {fix}")
+
+    @property
+    def ready(self) -> bool:
+        return not self.problems
+
+
+def check() -> Report:
+    report = Report()
+    try:
+        settings = read_settings()
+    except ConfigError as error:
+        report.fail(f"configuration: {error}", _FIX_VARIABLE)
+        return report
+    for part in (_check_secrets, _check_keys, _check_redis, _check_handlers):
+        part(report, settings)
+    return report
+
+
+_FIX_VARIABLE = "set the variable named above (environment or ./.env), then re-run"
+
+
+def _check_secrets(report: Report, settings: Settings) -> None:
+    try:
+        secrets = signing_secrets(settings)
+    except ConfigError as error:
+        report.fail(f"configuration: {error}", _FIX_VARIABLE)
+        return
+    report.ok(f"configuration: {len(secrets)} signing secret(s), POST path {settings.path}")
+
+
+def _check_keys(report: Report, settings: Settings) -> None:
+    try:
+        keys = keyring_of(settings)
+    except ConfigError as error:
+        report.fail(f"keys: {error}", "point KAYLE_KEY_DIR at the directory of <kid>.pem private keys")
+        return
+    for info in keys.infos():
+        report.ok(f"key {info.kid}: RSA {info.bits} bits, fingerprint {info.fingerprint}")
+
+
+def _check_redis(report: Report, settings: Settings) -> None:
+    url = display_url(settings.redis_url)
+    client = sync_redis(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    try:
+        version = client.info("server").get("redis_version", "?")
+        persistence = read_persistence(client)
+    except (RedisError, OSError) as error:
+        report.fail(
+            f"Redis at {url} is unreachable ({type(error).__name__})",
+            "start Redis or set KAYLE_REDIS_URL to one that answers",
+        )
+        return
+    finally:
+        client.close()
+    report.ok(f"Redis {version} reachable at {url}")
+    if persistence.off:
+        report.warn(WARNING, FIX)
+    elif persistence.aof is None:
+        report.warn(
+            "Redis persistence could not be read (CONFIG is not allowed)",
+            "make sure your Redis provider persists data (AOF preferred)",
+        )
+    else:
+        report.ok(f"Redis persistence on: {persistence.summary}")
+
+
+def _check_handlers(report: Report, settings: Settings) -> None:
+    try:
+        registry = load_handlers(settings)
+    except ConfigError as error:
+        report.fail(str(error), "install the plugin or fix the import error, or remove it from KAYLE_HANDLERS")
+        return
+    lines = handler_lines(registry)
+    if not lines:
+        report.fail(
+            "no handlers found: a worker would refuse to start",
+            "install a plugin (entry point kayle_webhooks.handlers) or list modules in KAYLE_HANDLERS",
+        )
+    for line in lines:
+        report.ok(f"handlers for {line}")
+    for warning, fix in unknown_type_warnings(registry):
+        report.warn(warning, fix)

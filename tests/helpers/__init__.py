@@ -1,0 +1,1 @@
+"""What the tests share: the interoperability vectors, Redis, real processes, sending, workers, privacy checks."""

@@ -1,0 +1,93 @@
+"""Redis for the tests: a private numbered database on the shared server, or a redis-server of one's own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from tests.helpers.processes import free_port
+
+DEADLINE = 60.0
+
+
+def base_redis_url() -> str:
+    return os.environ.get("KAYLE_TEST_REDIS_URL") or os.environ.get("KAYLE_REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+@contextmanager
+def private_database() -> Iterator[str]:
+    """Claim an empty numbered database on the test Redis for this test process; flush it afterwards."""
+    url = base_redis_url()
+    base = redis.Redis.from_url(url)
+    prefix = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    lock_key = "kayle-webhooks-tests:db:{}"
+    for number in range(15, 0, -1):
+        if base.set(lock_key.format(number), os.getpid(), nx=True, ex=3 * 3600):
+            client = redis.Redis.from_url(f"{prefix}/{number}")
+            if client.dbsize() == 0:
+                try:
+                    yield f"{prefix}/{number}"
+                finally:
+                    client.flushdb()
+                    base.delete(lock_key.format(number))
+                return
+            base.delete(lock_key.format(number))
+    raise RuntimeError("no empty Redis database (1-15) is free for the tests")
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of the test's own on a private port: append-only with ``fsync always`` by default, so that
+    a restart keeps every acknowledged write."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    options: Sequence[str] = ("--appendonly", "yes", "--appendfsync", "always", "--save", "")
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory)]
+        with (self.directory / "redis.log").open("ab") as log:
+            self.process = subprocess.Popen([*argv, *self.options], stdout=log, stderr=subprocess.STDOUT)
+        client = self.client()
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            try:
+                if client.ping():
+                    break
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise TimeoutError(f"redis-server on port {self.port} did not start") from None
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=DEADLINE)
+        self.process = None
+
+
+@contextmanager
+def own_redis(directory: Path, options: Sequence[str] | None = None) -> Iterator[RedisServer]:
+    server = RedisServer(directory) if options is None else RedisServer(directory, options=options)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
