@@ -358,6 +358,7 @@ def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProce
     return subprocess.run(command(*args), env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_register_then_reconcile_recovers_an_outage_end_to_end(
     tmp_path: Path, kayle: MockKayle, fixtures: list[Fixture], redis_url: str, redis_client: redis.Redis
 ) -> None:

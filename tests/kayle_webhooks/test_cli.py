@@ -37,6 +37,7 @@ def registration_body_from(output: str) -> dict:
     raise AssertionError("no JSON body printed")
 
 
+@pytest.mark.slow
 def test_keys_new_writes_a_private_key_and_prints_the_registration_body(tmp_path: Path) -> None:
     result = run("keys", "new", "--kid", "prod-2026-11", "--bits", "2048", "--dir", str(tmp_path / "keys"))
     assert result.returncode == 0, result.stderr
@@ -62,6 +63,7 @@ def test_keys_new_writes_a_private_key_and_prints_the_registration_body(tmp_path
     assert line.split() == ["prod-2026-11", "2048", fingerprint(private.public_key())]
 
 
+@pytest.mark.slow
 def test_keys_new_without_a_directory_says_what_to_set(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KAYLE_KEY_DIR"}
     result = subprocess.run(
@@ -73,6 +75,7 @@ def test_keys_new_without_a_directory_says_what_to_set(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_send_test_delivers_every_type_to_a_running_receiver(
     env: dict[str, str], tmp_path: Path, redis_client: redis.Redis
 ) -> None:
@@ -124,6 +127,7 @@ def test_every_command_has_help(path: list[str], capsys: pytest.CaptureFixture[s
         assert path[-1] in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_log_format_is_taken_before_and_after_the_subcommand(env: dict[str, str], tmp_path: Path) -> None:
     for argv in (["--log-format", "text", "worker", "--burst"], ["worker", "--burst", "--log-format", "text"]):
         result = run(*argv, env={**env, "KAYLE_HANDLERS": "tests.plugins.recorder"})
@@ -131,12 +135,14 @@ def test_log_format_is_taken_before_and_after_the_subcommand(env: dict[str, str]
         assert "INFO    kayle.worker: worker starting" in result.stderr and '{"time"' not in result.stderr
 
 
+@pytest.mark.slow
 def test_forget_says_when_there_was_nothing_to_forget(env: dict[str, str], redis_client: redis.Redis) -> None:
     result = run("forget", "evt_nope", env=env)
     assert result.returncode == 1
     assert "evt_nope: nothing to forget" in result.stderr and "forgot" not in result.stdout
 
 
+@pytest.mark.slow
 def test_a_worker_that_cannot_reach_redis_names_the_url_without_its_password(env: dict[str, str]) -> None:
     url = f"redis://kayle:hunter2@127.0.0.1:{free_port()}/3"
     result = run("worker", "--burst", env={**env, "KAYLE_REDIS_URL": url, "KAYLE_HANDLERS": "tests.plugins.recorder"})
@@ -146,6 +152,7 @@ def test_a_worker_that_cannot_reach_redis_names_the_url_without_its_password(env
     assert "hunter2" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_handler_module_that_fails_to_import_is_named_with_its_file_line_and_a_fix(
     env: dict[str, str], tmp_path: Path
 ) -> None:

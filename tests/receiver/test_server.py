@@ -21,6 +21,8 @@ from tests.helpers.processes import command, free_port, running, wait_for_http
 from tests.helpers.sending import PATH, resigned
 from tests.helpers.vectors import FIXTURE_KID, FIXTURES
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def server(env: dict[str, str], tmp_path: Path, redis_client: redis.Redis) -> Iterator[str]:

@@ -39,6 +39,8 @@ REJECTED = {400, 408, 413, 422}
 B64URL = string.ascii_letters + string.digits + "-_"
 COUNTS: dict[str, int] = {}
 
+pytestmark = pytest.mark.slow
+
 
 def fuzz(examples: int) -> settings:
     """Hypothesis settings for a property run ``examples`` times (no deadline: the machine is shared)."""

@@ -37,7 +37,7 @@ from tests.helpers.workers import (
     set_worker_env,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 def test_a_plugin_that_fails_to_import_stops_the_worker_naming_it(
