@@ -92,11 +92,8 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
         return JSONResponse({"status": "ready", "keys": len(config.keyring)})
 
     async def metrics_endpoint(request: Request) -> Response:
-        try:
-            text = await metrics.render(redis, settings.queue)
-        except (RedisError, OSError):
-            return JSONResponse({"error": {"code": "unavailable", "message": "Redis is unreachable"}}, status_code=503)
-        return Response(text, media_type=metrics.CONTENT_TYPE)
+        # Always 200: while Redis is down the receiver's own series (its 503s among them) still matter.
+        return Response(await metrics.render(redis, settings.queue), media_type=metrics.CONTENT_TYPE)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

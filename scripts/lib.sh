@@ -32,6 +32,37 @@ ensure_venv() {
     export PATH="$VENV/bin:$PATH"
 }
 
+# promtool, for the unit tests of the alert rules (deploy/prometheus): Debian's prometheus package
+# brings it. Only the tool is used; the Prometheus service the package installs need not run.
+ensure_promtool() {
+    command -v promtool >/dev/null && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        say "installing promtool (Debian's prometheus package) with apt-get"
+        apt-get update -qq >/dev/null &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    fi
+    if ! command -v promtool >/dev/null; then
+        echo "promtool is needed to test the alert rules: install it (Debian/Ubuntu, as root:" \
+             "'apt-get install --no-install-recommends prometheus') or put a promtool on PATH" >&2
+        exit 1
+    fi
+}
+
+# The Debian mirror this host's apt uses: the first URIs: line of the deb822 file $1 (default
+# /etc/apt/sources.list.d/debian.sources), else the first `deb` line of the one-line file $2
+# (default /etc/apt/sources.list). Prints nothing when neither names one.
+debian_mirror() {
+    local sources=${1:-/etc/apt/sources.list.d/debian.sources} list=${2:-/etc/apt/sources.list} uri=
+    if [ -r "$sources" ]; then
+        uri=$(awk 'tolower($1) == "uris:" && NF > 1 { print $2; exit }' "$sources")
+    fi
+    if [ -z "$uri" ] && [ -r "$list" ]; then
+        # deb [option=value ...] URI suite component...
+        uri=$(sed -n -E 's/^[[:space:]]*deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+).*/\2/p' "$list" | head -n 1)
+    fi
+    printf '%s' "$uri"
+}
+
 # True when a Redis server answers PING at host $1 port $2 (bash only: no client needed).
 redis_answers() {
     local reply

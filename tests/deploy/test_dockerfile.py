@@ -1,10 +1,12 @@
-"""The container files: hadolint passes on the Dockerfile, and compose.yaml runs what the README says.
+"""The container files: hadolint passes on the Dockerfile, compose.yaml runs what the README says, and
+scripts/container-smoke finds the host's Debian mirror.
 
 The image itself is built and run for real by scripts/container-smoke (after the tests in .ci/run).
 """
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -69,7 +71,8 @@ def compose() -> dict[str, Any]:
 
 def test_compose_runs_redis_with_append_only_persistence_on_a_volume() -> None:
     redis = compose()["services"]["redis"]
-    command = redis["command"]
+    command = shlex.split(" ".join(redis["command"][2:]))  # sh -c 'exec docker-entrypoint.sh redis-server ...'
+    assert redis["command"][:2] == ["sh", "-c"] and "redis-server" in command
     assert command[command.index("--appendonly") + 1] == "yes"
     volume, _, mount = redis["volumes"][0].partition(":")
     assert mount == "/data"
@@ -89,3 +92,49 @@ def test_compose_runs_a_receiver_and_a_worker_from_one_image_with_keys_and_secre
         assert environment["KAYLE_SIGNING_SECRETS_FILE"] == "/run/secrets/kayle_signing_secrets"
         assert "kayle_signing_secrets" in service["secrets"]
         assert "KAYLE_SIGNING_SECRETS" in environment
+
+
+def debian_mirror(*files: Path) -> str:
+    """scripts/lib.sh's debian_mirror, given apt source files (deb822, then one-line)."""
+    result = subprocess.run(
+        ["bash", "-c", 'source scripts/lib.sh && debian_mirror "$@"', "debian_mirror", *map(str, files)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout
+
+
+def test_the_container_smoke_takes_the_mirror_from_the_deb822_sources(tmp_path: Path) -> None:
+    sources = tmp_path / "debian.sources"
+    sources.write_text(
+        "Types: deb\n# a comment\nURIs: http://mirror.example/debian http://other.example/debian\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"
+    )
+    (tmp_path / "sources.list").write_text("deb http://ignored.example/debian bookworm main\n")
+    assert debian_mirror(sources, tmp_path / "sources.list") == "http://mirror.example/debian"
+
+
+def test_the_container_smoke_falls_back_to_the_first_deb_line(tmp_path: Path) -> None:
+    listing = tmp_path / "sources.list"
+    listing.write_text(
+        "# deb http://commented.example/debian bookworm main\n"
+        "deb-src http://source.example/debian bookworm main\n"
+        "deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+        "https://mirror.example/debian bookworm main\n"
+        "deb http://second.example/debian bookworm main\n"
+    )
+    assert debian_mirror(tmp_path / "absent.sources", listing) == "https://mirror.example/debian"
+    (tmp_path / "plain.list").write_text("deb http://plain.example/debian bookworm main contrib\n")
+    assert debian_mirror(tmp_path / "absent.sources", tmp_path / "plain.list") == "http://plain.example/debian"
+
+
+def test_the_container_smoke_finds_no_mirror_without_sources(tmp_path: Path) -> None:
+    (tmp_path / "empty.sources").write_text("Types: deb\n")
+    assert debian_mirror(tmp_path / "empty.sources", tmp_path / "absent.list") == ""
+    script = (REPO / "scripts" / "container-smoke").read_text()
+    assert "deb.debian.org" not in script
+    assert "KAYLE_SMOKE_MIRROR:-$(debian_mirror)" in script and "set KAYLE_SMOKE_MIRROR" in script
