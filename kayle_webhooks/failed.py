@@ -15,7 +15,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
 
-from receiver.jobs import event_id_of, job_id, marker_key
+from receiver.jobs import SERIALIZER, event_id_of, job_id, marker_key
 from workers.jobclass import KayleJob
 
 IN_FLIGHT = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
@@ -33,7 +33,7 @@ class FailedEvent:
 
 def failed_events(redis: Redis, queue: str) -> list[FailedEvent]:
     """The events waiting in the failed registry, oldest first."""
-    registry = FailedJobRegistry(queue, connection=redis)
+    registry = FailedJobRegistry(queue, connection=redis, job_class=KayleJob, serializer=SERIALIZER)
     found = []
     for id_ in registry.get_job_ids():
         try:
@@ -74,7 +74,7 @@ def _error_of(job: KayleJob) -> str:
 
 def requeue(redis: Redis, queue: str, event_ids: list[str] | None) -> tuple[list[str], list[str]]:
     """Put failed events back on the queue (``None``: all of them); ``(requeued, not failed)``."""
-    registry = FailedJobRegistry(queue, connection=redis)
+    registry = FailedJobRegistry(queue, connection=redis, job_class=KayleJob, serializer=SERIALIZER)
     ids = [event_id_of(i) for i in registry.get_job_ids()] if event_ids is None else event_ids
     requeued, missing = [], []
     for event_id in ids:

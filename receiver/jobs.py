@@ -12,12 +12,16 @@ from typing import Any
 from redis import Redis
 from rq import Retry
 from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
 from rq.utils import now, utcformat
 
 from receiver.settings import Settings
 
 #: Dotted path of the function every job runs (implemented in ``workers.dispatch``).
 DISPATCH_FUNCTION = "workers.dispatch.handle_delivery"
+#: How job data and meta are stored: JSON, which cannot execute code when it is read back (RQ's default,
+#: pickle, would run whatever a writer to Redis put there).
+SERIALIZER = JSONSerializer
 
 MARKER_PREFIX = "kayle:event:"
 JOB_PREFIX = "kayle-"
@@ -78,6 +82,7 @@ def build_job(args: JobArgs, settings: Settings, connection: Redis) -> Job:
         failure_ttl=settings.failure_ttl_seconds,
         timeout=settings.job_timeout_seconds,
         retry=Retry(max=len(intervals), interval=intervals) if intervals else None,
+        serializer=SERIALIZER,
     )
     job.enqueued_at = now()
     job._status = JobStatus.QUEUED

@@ -8,9 +8,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
+from rq.exceptions import DeserializationError
 from rq.executions import Execution
 from rq.job import Job
 from rq.utils import decode_redis_hash
+
+from receiver.jobs import DISPATCH_FUNCTION, SERIALIZER, JobArgs
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -24,8 +27,16 @@ META_FAILED_HANDLERS = "kayle_failed_handlers"
 META_ERROR_TYPES = "kayle_error_types"
 
 
+class UnsafeJob(DeserializationError):
+    """A job in our queue that is not an event job this service wrote: it is failed, and nothing in it runs."""
+
+
 class KayleJob(Job):
-    """An RQ job with :attr:`attempts`, :attr:`attempt` and :attr:`done` read and written with its own hash."""
+    """An RQ job with :attr:`attempts`, :attr:`attempt` and :attr:`done` read and written with its own hash.
+
+    Whatever its hash says, a KayleJob reads its data and meta as JSON, runs only the dispatch function,
+    and has no callbacks, webhooks or dependencies: writing to Redis is not a way to run code in a worker.
+    """
 
     #: Runs started before this one (as stored when the job was fetched).
     attempts: int = 0
@@ -35,13 +46,14 @@ class KayleJob(Job):
     _deferred: list[Callable[[Pipeline], object]]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["serializer"] = SERIALIZER  # whoever fetches it: never pickle
         super().__init__(*args, **kwargs)
         self._deferred = []
 
     @classmethod
     def load(cls, id: str, connection: Redis) -> KayleJob:
         """``fetch``, typed: raises ``NoSuchJobError`` when there is no such job."""
-        return cast(KayleJob, cls.fetch(id, connection=connection))
+        return cast(KayleJob, cls.fetch(id, connection=connection, serializer=SERIALIZER))
 
     @property
     def attempt(self) -> int:
@@ -50,10 +62,23 @@ class KayleJob(Job):
 
     def restore(self, raw_data: Any) -> Any:
         restored = super().restore(raw_data)
+        # Nothing read from Redis chooses code to run or a URL to call: our jobs have none of these.
+        self._success_callback_name = self._failure_callback_name = self._stopped_callback_name = None
+        self.webhooks = []
+        self._dependency_ids = []
         fields = decode_redis_hash(raw_data)
-        self.attempts = int(fields.get(ATTEMPTS_FIELD) or 0)
-        self.done = frozenset(json.loads(fields[DONE_FIELD])) if fields.get(DONE_FIELD) else frozenset()
+        self.attempts = _whole_number(fields.get(ATTEMPTS_FIELD))
+        self.done = _names(fields.get(DONE_FIELD))
         return restored
+
+    def _deserialize_data(self) -> None:
+        super()._deserialize_data()  # type: ignore[no-untyped-call]
+        if self._func_name != DISPATCH_FUNCTION or self._instance is not None or self._args:
+            raise UnsafeJob(f"job {self.id[:80]!r} is not an event job of kayle-webhooks; it was not run")
+        try:
+            JobArgs(**cast(dict[str, Any], self._kwargs))
+        except TypeError:
+            raise UnsafeJob(f"job {self.id[:80]!r} does not carry an event's arguments; it was not run") from None
 
     def prepare_for_execution(self, worker_name: str, pipeline: Pipeline) -> None:
         super().prepare_for_execution(worker_name, pipeline)
@@ -118,6 +143,22 @@ class KayleJob(Job):
             if not _drop_dead_executions(self, self.connection):
                 raise
             super().delete(pipeline=pipeline, remove_from_queue=remove_from_queue, delete_dependents=delete_dependents)
+
+
+def _whole_number(raw: bytes | None) -> int:
+    try:
+        return max(0, int(raw or 0))
+    except ValueError:
+        return 0
+
+
+def _names(raw: bytes | None) -> frozenset[str]:
+    """Handler names stored as a JSON list; anything else counts as none (the handlers run again)."""
+    try:
+        names = json.loads(raw) if raw else []
+    except ValueError:
+        return frozenset()
+    return frozenset(n for n in names if isinstance(n, str)) if isinstance(names, list) else frozenset()
 
 
 def _drop_dead_executions(job: Job, redis: Redis) -> bool:

@@ -14,13 +14,14 @@ from typing import Any, cast
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue, SimpleWorker, Worker
+from rq import SimpleWorker, Worker
 from rq.job import Job
 from rq.worker import BaseWorker
 from rq.worker_pool import WorkerPool
 
 from receiver import jwe, logs
 from receiver.connections import display_url, sync_redis
+from receiver.jobs import SERIALIZER
 from receiver.logs import log
 from receiver.settings import ConfigError, Settings, load_config
 from workers import dispatch
@@ -110,6 +111,7 @@ def worker_factory(settings: Settings, *, simple: bool) -> Callable[..., BaseWor
         "maintenance_interval": timing.maintenance,
         "worker_ttl": timing.maintenance + 15,
         "job_class": KayleJob,  # attempts and handler progress travel in the job's own hash
+        "serializer": SERIALIZER,
     }
     if simple:
         return functools.partial(KayleSimpleWorker, **common)
@@ -118,9 +120,7 @@ def worker_factory(settings: Settings, *, simple: bool) -> Callable[..., BaseWor
 
 def work_burst(settings: Settings, connection: Redis) -> bool:
     """Run one in-process burst worker (``SimpleWorker``) over the queue; used by tests and tools."""
-    worker = worker_factory(settings, simple=True)(
-        [Queue(settings.queue, connection=connection)], connection=connection
-    )
+    worker = worker_factory(settings, simple=True)([settings.queue], connection=connection)
     return bool(worker.work(burst=True, with_scheduler=True, logging_level=settings.log_level))
 
 

@@ -12,7 +12,7 @@ from rq.job import Job
 
 from kayle_webhooks.testing import encrypt_payload, sample_payload, sign_request
 from receiver import jwe, signature
-from receiver.jobs import DISPATCH_FUNCTION, job_id, marker_key
+from receiver.jobs import DISPATCH_FUNCTION, SERIALIZER, job_id, marker_key
 from tests.helpers.vectors import FIXTURE_KID, FIXTURE_TIME, OTHER_KID
 
 pytestmark = pytest.mark.anyio
@@ -20,7 +20,7 @@ PATH = "/webhooks/kayle"
 
 
 def stored_job(client: redis.Redis, event_id: str) -> Job:
-    return Job.fetch(job_id(event_id), connection=client)
+    return Job.fetch(job_id(event_id), connection=client, serializer=SERIALIZER)
 
 
 async def test_every_fixture_is_accepted_and_its_job_carries_the_exact_jwe(client, fixtures, redis_client, config):

@@ -83,13 +83,13 @@ async def test_the_stored_job_is_the_one_rq_itself_would_store(client, fixtures,
     """The intake writes RQ's job hash from a template; it must equal what RQ's own enqueue writes."""
     from rq.job import Job
 
-    from receiver.jobs import JobArgs, build_job
+    from receiver.jobs import SERIALIZER, JobArgs, build_job
 
     fixture = fixtures[0]
     await client.post(PATH, content=fixture.body, headers=fixture.headers)
     ours = redis_client.hgetall(f"rq:job:{job_id(fixture.event_id)}")
 
-    stored = Job.fetch(job_id(fixture.event_id), connection=redis_client)
+    stored = Job.fetch(job_id(fixture.event_id), connection=redis_client, serializer=SERIALIZER)
     args = JobArgs(**stored.kwargs)
     theirs_job = build_job(args, config.settings, redis_client)
     Queue("kayle", connection=redis_client).enqueue_job(theirs_job)
