@@ -15,7 +15,8 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
 
-from receiver.jobs import SERIALIZER, event_id_of, job_id, marker_key
+from receiver import dedup
+from receiver.jobs import SERIALIZER, event_id_of, job_id
 from workers.jobclass import KayleJob
 
 IN_FLIGHT = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
@@ -93,7 +94,7 @@ class Forgotten(enum.Enum):
     UNKNOWN = "unknown"
 
 
-def forget(redis: Redis, event_id: str) -> Forgotten:
+def forget(redis: Redis, ttl_seconds: int, event_id: str) -> Forgotten:
     """Drop the marker and a finished or failed job (its handler progress with it), unless the job is in flight."""
     try:
         job: KayleJob | None = KayleJob.load(job_id(event_id), redis)  # its delete() handles RQ 3.0.0
@@ -103,5 +104,5 @@ def forget(redis: Redis, event_id: str) -> Forgotten:
         return Forgotten.IN_FLIGHT
     if job is not None:
         job.delete()
-    marker_dropped = bool(redis.delete(marker_key(event_id)))
+    marker_dropped = dedup.forget(redis, ttl_seconds, event_id)
     return Forgotten.FORGOTTEN if job is not None or marker_dropped else Forgotten.UNKNOWN

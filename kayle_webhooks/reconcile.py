@@ -14,8 +14,8 @@ from kayle_webhooks import keys
 from kayle_webhooks.account import same_key
 from kayle_webhooks.errors import KayleApiError
 from kayle_webhooks.kayle_api import DeliveryRecord, EncryptionKey, KayleApi
+from receiver import dedup
 from receiver.connections import sync_redis
-from receiver.jobs import marker_key
 from receiver.keyring import KeyFileError
 from receiver.settings import ConfigError, Settings, key_dir
 
@@ -107,10 +107,7 @@ def _accepted_here(settings: Settings, event_ids: list[str]) -> set[str] | None:
         return set()
     client = sync_redis(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
     try:
-        pipe = client.pipeline(transaction=False)
-        for event_id in event_ids:
-            pipe.exists(marker_key(event_id))
-        found = pipe.execute()
+        return dedup.seen(client, settings.dedup_ttl_seconds, event_ids)
     except RedisError as exc:
         print(
             f"kayle-webhooks: cannot read dedup markers from Redis (KAYLE_REDIS_URL: {type(exc).__name__}); "
@@ -120,7 +117,6 @@ def _accepted_here(settings: Settings, event_ids: list[str]) -> set[str] | None:
         return None
     finally:
         client.close()
-    return {event_id for event_id, exists in zip(event_ids, found, strict=True) if exists}
 
 
 def _retry(api: KayleApi, delivery: DeliveryRecord, result: Reconciliation) -> None:

@@ -52,3 +52,12 @@ class Unavailable(DeliveryRejected):
 
     def __init__(self, message: str = "the event store is unavailable; retry later") -> None:
         super().__init__("unavailable", message)
+
+
+class QueueFull(DeliveryRejected):
+    """The queue holds ``KAYLE_MAX_PENDING_EVENTS`` events; Kayle must retry once workers catch up."""
+
+    status = 503
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("queue_full", f"{limit} events are waiting for handlers; retry later")

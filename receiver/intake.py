@@ -15,9 +15,11 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import NoScriptError, RedisError
 from rq.job import Job
 from rq.queue import Queue
+from rq.registry import ScheduledJobRegistry
 
-from receiver.errors import Unavailable
-from receiver.jobs import JobArgs, JobTemplate, job_id, marker_key
+from receiver import dedup
+from receiver.errors import QueueFull, Unavailable
+from receiver.jobs import JobArgs, JobTemplate, job_id
 from receiver.logs import log
 from receiver.settings import Settings
 
@@ -26,29 +28,30 @@ logger = logging.getLogger("kayle.receiver")
 Outcome = Literal["accepted", "duplicate"]
 
 _SCRIPT = """
--- KEYS: marker, job hash, queue list, set of queues
--- ARGV: job id, marker value, creation time, job data, job description
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
-end
-local expected = {'none', 'hash', 'list', 'set'}
-for i = 2, 4 do
+-- KEYS: job hash, queue list, set of queues, scheduled retries
+-- ARGV: job id, marker digest, marker spread, creation time, job data, job description
+%(dedup)s
+local expected = {'hash', 'list', 'set', 'zset'}
+for i = 1, 4 do
   local t = redis.call('TYPE', KEYS[i])['ok']
   if t ~= 'none' and t ~= expected[i] then
     return redis.error_reply('WRONGTYPE intake key ' .. KEYS[i] .. ' holds a ' .. t)
   end
 end
-if redis.call('DEL', KEYS[2]) == 1 then
-  -- a job left from a forgotten event: replace it, and never queue its id twice
-  redis.call('LREM', KEYS[3], 0, ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 1 or seen(ARGV[2], tonumber(ARGV[3])) then
+  return 0  -- its job still exists (queued, running, scheduled or failed), or it was handled within the window
 end
-redis.call('HSET', KEYS[2], 'created_at', ARGV[3], 'enqueued_at', ARGV[3], 'data', ARGV[4],
-  'description', ARGV[5], %(constant_fields)s)
-redis.call('SADD', KEYS[4], KEYS[3])
-redis.call('RPUSH', KEYS[3], ARGV[1])
-redis.call('SET', KEYS[1], ARGV[2], 'EX', %(dedup_ttl)s)
+if %(max_pending)s > 0 and redis.call('LLEN', KEYS[2]) + redis.call('ZCARD', KEYS[4]) >= %(max_pending)s then
+  return 2
+end
+redis.call('HSET', KEYS[1], 'created_at', ARGV[4], 'enqueued_at', ARGV[4], 'data', ARGV[5],
+  'description', ARGV[6], %(constant_fields)s)
+redis.call('SADD', KEYS[3], KEYS[2])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+mark(ARGV[2], tonumber(ARGV[3]))
 return 1
 """
+ACCEPTED, DUPLICATE, QUEUE_FULL = 1, 0, 2
 
 
 def _lua_string(value: str | int | bytes) -> str:
@@ -64,15 +67,19 @@ def _lua_string(value: str | int | bytes) -> str:
 
 def intake_script(settings: Settings, template: JobTemplate) -> str:
     """The script for these settings: the job fields every event shares are written into its text,
-    so a delivery sends only its own five values (fewer arguments to encode on every request)."""
+    so a delivery sends only its own values (fewer arguments to encode on every request)."""
     constants = ", ".join(
         f"{_lua_string(name)}, {_lua_string(value)}" for name, value in template.constant_fields.items()
     )
-    return _SCRIPT % {"constant_fields": constants, "dedup_ttl": int(settings.dedup_ttl_seconds)}
+    return _SCRIPT % {
+        "dedup": dedup.prelude(settings.dedup_ttl_seconds),
+        "max_pending": int(settings.max_pending_events),
+        "constant_fields": constants,
+    }
 
 
-# The script's four keys, then its five arguments.
-_Call = tuple[str, str, str, str, str, int, str | bytes, str | bytes, str | bytes]
+# The script's four keys, then its six arguments.
+_Call = tuple[str, str, str, str, str, str, int, str | bytes, str | bytes, str | bytes]
 _KEYS = 4
 
 
@@ -83,32 +90,52 @@ class Intake:
         self._redis = redis
         self._template = JobTemplate(settings)
         self._script = intake_script(settings, self._template)
+        self._max_pending = settings.max_pending_events
         self._sha = hashlib.sha1(self._script.encode("utf-8")).hexdigest()  # noqa: S324 (Redis names scripts so)
         self._queue_key = Queue.redis_queue_namespace_prefix + settings.queue
         self._queues_key = Queue.redis_queues_keys
+        self._scheduled_key = ScheduledJobRegistry.key_template.format(settings.queue)
+        self._full = False  # the last intake found the queue full: say so once, and once again when it is not
         self._waiting: list[tuple[_Call, asyncio.Future[int]]] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def store(self, args: JobArgs) -> Outcome:
-        """Write marker and job atomically; raise :class:`Unavailable` on any Redis error."""
+        """Write marker and job atomically; raise :class:`Unavailable` on any Redis error and
+        :class:`QueueFull` when the pending events are at ``KAYLE_MAX_PENDING_EVENTS``."""
         answer = asyncio.get_running_loop().create_future()
         self._waiting.append((self._call(args), answer))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_batches())
-        created = await answer
-        return "accepted" if created == 1 else "duplicate"
+        reply = await answer
+        if reply != DUPLICATE:  # a duplicate says nothing about room in the queue
+            self._note_fullness(reply == QUEUE_FULL)
+        if reply == QUEUE_FULL:
+            raise QueueFull(self._max_pending)
+        return "accepted" if reply == ACCEPTED else "duplicate"
+
+    def _note_fullness(self, full: bool) -> None:
+        if full == self._full:
+            return
+        self._full = full
+        if full:
+            log(logger, logging.WARNING, "the queue is full: new events are answered 503 queue_full until workers "
+                "catch up (Kayle retries them)", max_pending_events=self._max_pending)
+        else:
+            log(logger, logging.INFO, "the queue has room again: new events are accepted")
 
     def _call(self, args: JobArgs) -> _Call:
         """The script's keys and arguments for ``args``."""
         fields = self._template.per_event_fields(args)
         event_job_id = job_id(args.event_id)
+        digest = dedup.Digest.of(args.event_id)
         return (
-            marker_key(args.event_id),
             Job.redis_job_namespace_prefix + event_job_id,
             self._queue_key,
             self._queues_key,
+            self._scheduled_key,
             event_job_id,
-            int(args.received_at),
+            digest.value,
+            digest.spread,
             fields["created_at"],
             fields["data"],
             fields["description"],

@@ -1,4 +1,4 @@
-"""The job contract between the receiver and the workers, and the Redis key names both use.
+"""The job contract between the receiver and the workers.
 
 A job calls :data:`DISPATCH_FUNCTION` with the keyword arguments of :class:`JobArgs`:
 the JWE exactly as received (never the plaintext) and the routing facts read at the door.
@@ -23,7 +23,6 @@ DISPATCH_FUNCTION = "workers.dispatch.handle_delivery"
 #: pickle, would run whatever a writer to Redis put there).
 SERIALIZER = JSONSerializer
 
-MARKER_PREFIX = "kayle:event:"
 JOB_PREFIX = "kayle-"
 
 
@@ -53,11 +52,6 @@ class JobArgs:
 def description(args: JobArgs) -> str:
     """The job's description: ids and type only, as ``rq info`` and dashboards show it."""
     return f"{args.event_type} {args.event_id}"
-
-
-def marker_key(event_id: str) -> str:
-    """The dedup marker: present while the event counts as accepted."""
-    return MARKER_PREFIX + event_id
 
 
 def job_id(event_id: str) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeInt, SecretStr, ValidationError, field_validator
+from pydantic import Field, NonNegativeInt, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from receiver.keyring import KeyFileError, Keyring, load_keyring
@@ -36,13 +36,14 @@ class Settings(BaseSettings):
     path: str = "/webhooks/kayle"
     tolerance_seconds: int = Field(300, ge=0)
     dedup_ttl_seconds: int = Field(864000, ge=60)
+    max_pending_events: int = Field(100_000, ge=0)
     max_body_bytes: int = Field(262144, ge=1024)
     body_timeout_seconds: float = Field(10.0, gt=0)
     decrypt_threads: int = Field(2, ge=0, le=64)
     queue: str = Field("kayle", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
     retry_intervals: IntList = [10, 60, 300, 1800, 7200]
     job_timeout_seconds: int = Field(600, ge=1)
-    failure_ttl_seconds: int = Field(2592000, ge=60)
+    failure_ttl_seconds: int = Field(864000, ge=60)
     handlers: CommaList = []
     load_entry_points: bool = True
     abandoned_job_seconds: int = Field(180, ge=6)
@@ -59,6 +60,18 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _window_outlives_events(self) -> Settings:
+        attempts = 1 + len(self.retry_intervals)
+        life = self.job_timeout_seconds * attempts + sum(self.retry_intervals)
+        if self.dedup_ttl_seconds < max(life, self.failure_ttl_seconds):
+            raise ValueError(
+                f"KAYLE_DEDUP_TTL_SECONDS ({self.dedup_ttl_seconds} s) must be at least an event's whole life, "
+                f"{life} s (KAYLE_JOB_TIMEOUT_SECONDS x {attempts} attempts + KAYLE_RETRY_INTERVALS), and at least "
+                f"KAYLE_FAILURE_TTL_SECONDS ({self.failure_ttl_seconds} s): a redelivery would be taken for a new event"
+            )
+        return self
 
     @field_validator("path")
     @classmethod
@@ -89,8 +102,9 @@ def read_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         error = exc.errors()[0]
-        name = "KAYLE_" + str(error["loc"][0]).upper() if error["loc"] else "KAYLE_*"
-        raise ConfigError(f"{name}: {error['msg']}") from None
+        if not error["loc"]:  # a rule across several settings: its message names them
+            raise ConfigError(str(error["msg"]).removeprefix("Value error, ")) from None
+        raise ConfigError(f"KAYLE_{str(error['loc'][0]).upper()}: {error['msg']}") from None
 
 
 def load_config(*, need_secrets: bool = True) -> Config:

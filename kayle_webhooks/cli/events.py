@@ -86,10 +86,11 @@ def forget(event_ids: tuple[str, ...]) -> int:
     from kayle_webhooks.failed import Forgotten
     from kayle_webhooks.failed import forget as forget_event
 
-    redis = _redis(read_settings())
+    settings = read_settings()
+    redis = _redis(settings)
     status = 0
     for event_id in event_ids:
-        outcome = forget_event(redis, event_id)
+        outcome = forget_event(redis, settings.dedup_ttl_seconds, event_id)
         if outcome is Forgotten.IN_FLIGHT:
             click.echo(f"{event_id}: still queued or running; not forgotten", err=True)
             status = 1

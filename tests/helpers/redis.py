@@ -12,6 +12,8 @@ from pathlib import Path
 
 import redis
 
+from receiver import dedup
+from receiver.settings import read_settings
 from tests.helpers.processes import free_port
 
 DEADLINE = 60.0
@@ -91,3 +93,15 @@ def own_redis(directory: Path, options: Sequence[str] | None = None) -> Iterator
         yield server
     finally:
         server.stop()
+
+
+def marked(client: redis.Redis, *event_ids: str) -> set[str]:
+    """The events among ``event_ids`` that have a dedup marker (the window of the current settings)."""
+    return dedup.seen(client, read_settings().dedup_ttl_seconds, event_ids)
+
+
+def mark(client: redis.Redis, event_id: str) -> None:
+    """Leave a dedup marker for ``event_id`` as the intake does, without a job (an event handled and gone)."""
+    digest = dedup.Digest.of(event_id)
+    script = dedup.prelude(read_settings().dedup_ttl_seconds) + "mark(ARGV[1], tonumber(ARGV[2]))"
+    client.eval(script, 0, digest.value, digest.spread)

@@ -12,11 +12,11 @@ import pytest
 import redis
 
 from kayle_webhooks.keys import public_jwk, write_key
-from receiver.jobs import marker_key
 from receiver.keyring import load_private_key
 from receiver.settings import load_config
 from tests.helpers.cli import run_cli as run
 from tests.helpers.processes import command, free_port, running, wait_for_http
+from tests.helpers.redis import mark
 from tests.helpers.vectors import REPO, Fixture
 from tests.helpers.workers import ok_counts, read_records
 from tests.kayle_mock.control import MockKayle, payload_like
@@ -270,7 +270,7 @@ def test_reconcile_retries_only_what_is_missing_and_lists_what_is_lost(
 ) -> None:
     register(capsys)
     events = make_outage(kayle, fixtures)
-    redis_client.set(marker_key(events["accepted"]), "1")
+    mark(redis_client, events["accepted"])
 
     status, out, _ = run(capsys, "reconcile", "--since", "9d")
 

@@ -11,12 +11,15 @@ import pytest
 from rq import Queue
 
 from kayle_webhooks.testing import sign_request
+from receiver import dedup
 from receiver.app import create_app
 from receiver.connections import async_redis
 from receiver.errors import Unavailable
-from receiver.jobs import job_id, marker_key
+from receiver.jobs import job_id
 from receiver.settings import load_config
 from tests.helpers.processes import free_port
+from tests.helpers.receiver import receiver_client
+from tests.helpers.redis import marked
 from tests.helpers.sending import PATH
 from tests.helpers.vectors import FIXTURE_TIME
 
@@ -50,7 +53,7 @@ async def test_a_failure_inside_the_intake_leaves_no_marker_and_no_job(client, f
     answer = await client.post(PATH, content=fixture.body, headers=fixture.headers)
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == "unavailable"
-    assert not redis_client.exists(marker_key(fixture.event_id))
+    assert not marked(redis_client, fixture.event_id)
     assert not redis_client.exists(f"rq:job:{job_id(fixture.event_id)}")
     assert redis_client.keys("*") == [b"rq:queue:kayle"]
 
@@ -70,13 +73,38 @@ async def test_redis_unreachable_answers_503_and_stores_nothing(env, monkeypatch
     assert redis_client.dbsize() == 0
 
 
-async def test_an_event_forgotten_while_its_job_still_exists_is_accepted_again(client, fixtures, redis_client):
+async def test_an_event_whose_job_still_exists_is_a_duplicate_whatever_its_marker_says(
+    client, fixtures, redis_client, config
+):
+    """A marker that expired (or was dropped) while the event's job still waits, runs or sits failed: the redelivery
+    is a duplicate and leaves the job as it was (it used to reset it to queued, and RQ then deleted it)."""
     fixture = fixtures[0]
     assert (await client.post(PATH, content=fixture.body, headers=fixture.headers)).json()["status"] == "accepted"
-    redis_client.delete(marker_key(fixture.event_id))  # as `forget` does, while the job is still queued
+    job_key = f"rq:job:{job_id(fixture.event_id)}"
+    redis_client.hset(job_key, mapping={"status": "failed", "kayle_attempts": "3"})
+    before = redis_client.hgetall(job_key)
+    assert dedup.forget(redis_client, config.settings.dedup_ttl_seconds, fixture.event_id)
+
     again = await client.post(PATH, content=fixture.body, headers=fixture.headers)
-    assert again.json()["status"] == "accepted"
+
+    assert again.json()["status"] == "duplicate"
+    assert redis_client.hgetall(job_key) == before
     assert Queue("kayle", connection=redis_client).job_ids == [job_id(fixture.event_id)]
+
+
+def test_a_dedup_window_shorter_than_an_events_life_is_refused(monkeypatch) -> None:
+    from receiver.settings import ConfigError, read_settings
+
+    monkeypatch.setenv("KAYLE_DEDUP_TTL_SECONDS", "60")
+    with pytest.raises(ConfigError) as short:
+        read_settings()
+    message = str(short.value)
+    assert message.startswith("KAYLE_DEDUP_TTL_SECONDS (60 s) must be at least") and "\n" not in message
+    assert "KAYLE_JOB_TIMEOUT_SECONDS" in message and "KAYLE_FAILURE_TTL_SECONDS" in message
+    monkeypatch.setenv("KAYLE_JOB_TIMEOUT_SECONDS", "5")
+    monkeypatch.setenv("KAYLE_RETRY_INTERVALS", "1,2")
+    monkeypatch.setenv("KAYLE_FAILURE_TTL_SECONDS", "60")
+    assert read_settings().dedup_ttl_seconds == 60  # 5 s x 3 attempts + 3 s fits
 
 
 async def test_the_stored_job_is_the_one_rq_itself_would_store(client, fixtures, redis_client, config):
@@ -121,7 +149,7 @@ async def test_one_bad_event_in_a_batch_fails_alone(config, fixtures, redis_clie
         await client.aclose()
     assert isinstance(outcomes[0], Unavailable)
     assert outcomes[1:] == ["accepted"] * len(good)
-    assert not redis_client.exists(marker_key(bad.event_id))
+    assert not marked(redis_client, bad.event_id)
     assert Queue("kayle", connection=redis_client).job_ids == [job_id(f.event_id) for f in good]
 
 
@@ -134,3 +162,29 @@ async def test_deliveries_are_accepted_after_redis_forgets_its_scripts(client, f
     assert answer.status_code == 200
     assert answer.json()["status"] == "accepted"
     assert Queue("kayle", connection=redis_client).job_ids == [job_id(first.event_id), job_id(second.event_id)]
+
+
+async def test_a_full_queue_answers_503_queue_full_and_duplicates_still_200(
+    env, monkeypatch, fixtures, redis_client, caplog
+):
+    monkeypatch.setenv("KAYLE_MAX_PENDING_EVENTS", "3")
+    first, second, third, fourth, fifth = fixtures[:5]
+    async with receiver_client() as http:
+        for fixture in (first, second, third):
+            answer = await http.post(PATH, content=fixture.body, headers=fixture.headers)
+            assert answer.json()["status"] == "accepted"
+        full = await http.post(PATH, content=fourth.body, headers=fourth.headers)
+        assert full.status_code == 503 and full.json()["error"]["code"] == "queue_full"
+        again = await http.post(PATH, content=second.body, headers=second.headers)
+        assert again.status_code == 200 and again.json()["status"] == "duplicate"
+        assert (await http.post(PATH, content=fifth.body, headers=fifth.headers)).status_code == 503
+        warnings = [r for r in caplog.records if r.levelname == "WARNING" and "queue is full" in r.getMessage()]
+        assert len(warnings) == 1  # said once, not once per delivery
+
+        Queue("kayle", connection=redis_client).pop_job_id()  # a worker took one
+        retried = await http.post(PATH, content=fourth.body, headers=fourth.headers)
+        assert retried.json()["status"] == "accepted"
+        assert any("has room again" in r.getMessage() for r in caplog.records)
+        metrics = (await http.get("/metrics")).text
+    assert 'kayle_deliveries_total{outcome="queue_full"} 2.0' in metrics
+    assert not marked(redis_client, fifth.event_id)

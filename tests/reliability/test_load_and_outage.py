@@ -16,13 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from rq import Queue
 
 from kayle_webhooks.testing import SignedRequest, encrypt_payload, sign_request
-from receiver.jobs import marker_key
 from tests.helpers.privacy import claims_of, leaks
-from tests.helpers.processes import command, free_port, running, wait_for_http, wait_until
-from tests.helpers.redis import own_redis
-from tests.helpers.sending import PATH, Event, make_events, resigned, send_until_2xx
+from tests.helpers.processes import PATIENCE, command, free_port, running, wait_for_http, wait_until
+from tests.helpers.redis import marked, own_redis
+from tests.helpers.sending import PATH, Event, make_events, resigned, send_all, send_until_2xx
 from tests.helpers.vectors import FIXTURE_KID
 from tests.helpers.workers import assert_handled_exactly_once, worker_env
 
@@ -118,9 +118,52 @@ def test_redis_stopping_mid_load_loses_nothing_acknowledged(env, config, tmp_pat
         # Every event answered 2xx is stored: its marker and its job survived the kill.
         for payload, _ in events:
             event_id = payload["metadata"]["event_id"]
-            assert client.exists(marker_key(event_id)) == 1
+            assert marked(client, event_id)
         assert client.llen("rq:queue:kayle") == len(events)
         run_workers(serve_env, tmp_path / "worker.log")
         handled = {p["metadata"]["event_id"]: p["type"] for p, _ in events}
         assert_handled_exactly_once(tmp_path / "records.jsonl", handled)
         assert_nothing_leaked(client, events, tmp_path / "serve.log", tmp_path / "worker.log")
+
+
+def test_a_full_queue_turns_the_excess_away_and_takes_it_once_workers_catch_up(env, config, tmp_path, redis_client):
+    """KAYLE_MAX_PENDING_EVENTS=20 and no worker: of 60 events from senders retrying like Kayle, 20 are accepted
+    and the rest answered 503 queue_full; once a worker drains the queue, every event is accepted and handled
+    exactly once."""
+    secret = config.secrets[0]
+    events = make_events(60, config.keyring[FIXTURE_KID].public_key(), FIXTURE_KID, secret)
+    serve_env = worker_env(env, tmp_path, KAYLE_MAX_PENDING_EVENTS="20")
+    port = free_port()
+    answers: list[int] = []
+    outcomes: dict[str, str] = {}
+    with running(command("serve", "--port", str(port)), serve_env, tmp_path / "serve.log") as receiver:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", process=receiver)
+        url = f"http://127.0.0.1:{port}{PATH}"
+        sender = threading.Thread(target=send_all, args=(url, events, secret, answers, outcomes))
+        sender.start()
+        wait_until(lambda: len(outcomes) == 20 and answers.count(503) >= 50, "the queue full, senders turned away")
+        assert Queue("kayle", connection=redis_client).count == 20 and len(outcomes) == 20
+        with running(command("worker", "--simple"), serve_env, tmp_path / "worker.log"):
+            sender.join(timeout=PATIENCE)
+            assert not sender.is_alive()
+            wait_until(lambda: Queue("kayle", connection=redis_client).count == 0, "the queue drained")
+            assert_handled_eventually(tmp_path / "records.jsonl", events)
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert set(outcomes.values()) == {"accepted"} and len(outcomes) == 60
+    assert 'kayle_deliveries_total{outcome="queue_full"}' in metrics
+    assert "the queue is full" in (tmp_path / "serve.log").read_text()
+    assert_nothing_leaked(redis_client, events, tmp_path / "serve.log", tmp_path / "worker.log")
+
+
+def assert_handled_eventually(record_path: Path, events: list[Event]) -> None:
+    handled = {payload["metadata"]["event_id"]: payload["type"] for payload, _ in events}
+    wait_until(lambda: _all_handled(record_path, handled), "every handler of every event completing")
+    assert_handled_exactly_once(record_path, handled)
+
+
+def _all_handled(record_path: Path, handled: dict[str, str]) -> bool:
+    try:
+        assert_handled_exactly_once(record_path, handled)
+    except AssertionError:
+        return False
+    return True

@@ -28,7 +28,7 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
-from receiver.jobs import job_id, marker_key
+from receiver.jobs import job_id
 from receiver.settings import Config
 from tests.helpers.processes import (
     command,
@@ -40,6 +40,7 @@ from tests.helpers.processes import (
     wait_for_http,
     wait_until,
 )
+from tests.helpers.redis import marked
 from tests.helpers.sending import PATH, Event, event_ids, make_events, send_all
 from tests.helpers.vectors import FIXTURE_KID
 from tests.helpers.workers import (
@@ -211,7 +212,7 @@ def test_a_receiver_killed_mid_load_and_restarted_loses_nothing_it_acknowledged(
     queued = Queue(QUEUE, connection=redis_client).get_job_ids()
     assert sorted(queued) == sorted(job_id(event_id) for event_id in ids)  # one job per event, none twice
     for event_id in ids:
-        assert redis_client.exists(marker_key(event_id), Job.key_for(job_id(event_id))) == 2, event_id
+        assert marked(redis_client, event_id) and redis_client.exists(Job.key_for(job_id(event_id))), event_id
     run_workers(run.serve_env, tmp_path / "worker.log")
     assert_handled_exactly_once(tmp_path / "records.jsonl", {p["metadata"]["event_id"]: p["type"] for p, _ in events})
     assert failed_ids(redis_client, QUEUE) == []

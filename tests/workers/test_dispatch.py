@@ -10,13 +10,14 @@ import pytest
 import redis
 from rq.job import Job
 
-from receiver.jobs import job_id, marker_key
+from receiver.jobs import job_id
 from receiver.keyring import Keyring, load_keyring
 from receiver.settings import Settings
 from receiver.stats import STATS_KEY
 from tests.helpers.cli import run_cli
 from tests.helpers.privacy import claim_values, leaks, log_texts
 from tests.helpers.receiver import post_all
+from tests.helpers.redis import marked
 from tests.helpers.vectors import FIXTURE_KID, Fixture, by_name
 from tests.helpers.workers import (
     configure_in_process,
@@ -86,7 +87,7 @@ async def test_every_fixture_reaches_its_handlers_exactly_once_with_its_model(
     assert audit["payload"]["metadata"]["review_id"] == "rev_7wxphnzm6nlrbe7j6ib8ohz1"
     assert failed_ids(redis_client, settings.queue) == []
     for fixture in fixtures:
-        assert redis_client.exists(marker_key(fixture.event_id)) == 1
+        assert marked(redis_client, fixture.event_id)
         assert redis_client.exists(Job.key_for(job_id(fixture.event_id))) == 0  # with its progress
     assert_private(redis_client, fixtures, caplog.text, *log_texts(caplog))
 
@@ -207,7 +208,7 @@ async def test_forget_lets_a_replay_be_accepted_and_handled_again(
     assert await post(fixture) == "duplicate"
 
     assert run_cli(capsys, "forget", fixture.event_id)[0] == 0
-    assert redis_client.exists(marker_key(fixture.event_id)) == 0
+    assert not marked(redis_client, fixture.event_id)
     assert await post(fixture) == "accepted"
     drain(settings, redis_client)
 
@@ -236,8 +237,8 @@ async def test_forget_drops_a_failed_event_and_its_progress(
     assert run_cli(capsys, "forget", fixture.event_id)[0] == 0
 
     assert failed_ids(redis_client, settings.queue) == []
-    for key in (marker_key(fixture.event_id), Job.key_for(job_id(fixture.event_id))):
-        assert redis_client.exists(key) == 0, key
+    assert not marked(redis_client, fixture.event_id)
+    assert redis_client.exists(Job.key_for(job_id(fixture.event_id))) == 0
 
 
 async def test_an_event_no_handler_wants_is_completed_and_counted(
