@@ -28,6 +28,7 @@ from receiver.intake import Intake
 from receiver.jobs import JobArgs
 from receiver.logs import log
 from receiver.persistence import FIX, WARNING, read_persistence
+from receiver.seal import Sealer
 from receiver.settings import Config, load_config
 
 logger = logging.getLogger("kayle.receiver")
@@ -40,13 +41,14 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
     settings = config.settings
     redis = async_redis(settings.redis_url)
     intake = Intake(redis, settings)
+    sealer = Sealer(config.keyring)
     threads = settings.decrypt_threads
     decrypting = ThreadPoolExecutor(threads, thread_name_prefix="kayle-decrypt") if threads else None
 
-    async def decrypt(parsed: jwe.Jwe) -> bytes:
+    async def unwrap_key(parsed: jwe.Jwe) -> bytes:
         if decrypting is None:
-            return jwe.decrypt(parsed, config.keyring)
-        return await asyncio.get_running_loop().run_in_executor(decrypting, jwe.decrypt, parsed, config.keyring)
+            return jwe.unwrap_key(parsed, config.keyring)
+        return await asyncio.get_running_loop().run_in_executor(decrypting, jwe.unwrap_key, parsed, config.keyring)
 
     async def receive(request: Request) -> Response:
         started = time.perf_counter()
@@ -63,8 +65,8 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
             )
             parsed = jwe.parse(body)
             facts["kid"] = parsed.kid
-            plaintext = await decrypt(parsed)
-            envelope = read_envelope(plaintext)
+            cek = await unwrap_key(parsed)
+            envelope = read_envelope(jwe.open_content(parsed, cek))
             facts.update(event_id=envelope.event_id, type=envelope.type)
             job = JobArgs(
                 jwe=body.decode("ascii"),  # exactly as received: ASCII, checked by jwe.parse
@@ -73,6 +75,7 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
                 kid=parsed.kid,
                 delivery_id=facts["delivery_id"],
                 received_at=clock(),
+                seal=sealer.seal(cek, parsed.kid, envelope.event_id, parsed.protected),
             )
             outcome = await intake.store(job)
         except DeliveryRejected as rejection:

@@ -36,6 +36,7 @@ class JobArgs:
     kid: str
     delivery_id: str | None
     received_at: float
+    seal: str | None = None  # the content key, sealed for the worker (receiver.seal)
 
     def kwargs(self) -> dict[str, Any]:
         # Spelled out: dataclasses.asdict deep-copies, which is slow on the request path.
@@ -46,6 +47,7 @@ class JobArgs:
             "kid": self.kid,
             "delivery_id": self.delivery_id,
             "received_at": self.received_at,
+            "seal": self.seal,
         }
 
 

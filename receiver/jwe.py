@@ -83,21 +83,34 @@ def _check_header(header: Mapping[str, object]) -> None:
 
 def decrypt(jwe: Jwe, keys: Mapping[str, rsa.RSAPrivateKey]) -> bytes:
     """Decrypt with the key named by ``kid``; raise :class:`JweRejected` (``unknown_kid``, ``decryption_failed``)."""
+    return open_content(jwe, unwrap_key(jwe, keys))
+
+
+def unwrap_key(jwe: Jwe, keys: Mapping[str, rsa.RSAPrivateKey]) -> bytes:
+    """The content-encryption key, by the RSA private-key operation (most of a delivery's CPU)."""
     key = keys.get(jwe.kid)
     if key is None:
         raise JweRejected("unknown_kid", "the JWE is encrypted to a kid this receiver holds no key for")
-    # One message for every cryptographic failure, so the answer says nothing about which step failed.
-    failed = JweRejected("decryption_failed", "the JWE does not decrypt with the key for its kid")
     try:
         cek = key.decrypt(jwe.encrypted_key, _OAEP)
     except ValueError:
-        raise failed from None
+        raise _failed() from None
     if len(cek) != CEK_BYTES[jwe.enc]:
-        raise failed
+        raise _failed()
+    return cek
+
+
+def open_content(jwe: Jwe, cek: bytes) -> bytes:
+    """The plaintext, given the content-encryption key; raise :class:`JweRejected` (``decryption_failed``)."""
     try:
         return AESGCM(cek).decrypt(jwe.iv, jwe.ciphertext + jwe.tag, jwe.protected.encode("ascii"))
-    except InvalidTag:
-        raise failed from None
+    except (InvalidTag, ValueError):
+        raise _failed() from None
+
+
+def _failed() -> JweRejected:
+    # One message for every cryptographic failure, so the answer says nothing about which step failed.
+    return JweRejected("decryption_failed", "the JWE does not decrypt with the key for its kid")
 
 
 def warm_up(keys: Mapping[str, rsa.RSAPrivateKey]) -> None:

@@ -10,7 +10,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
@@ -24,6 +24,7 @@ from receiver.envelope import envelope_of, load_payload
 from receiver.errors import JweRejected, PayloadRejected
 from receiver.keyring import Keyring
 from receiver.logs import log
+from receiver.seal import Sealer
 from receiver.settings import Settings, load_config
 from receiver.stats import HandlerOutcome, record_handler_run, record_unhandled
 from workers.jobclass import KayleJob
@@ -54,6 +55,10 @@ class Runtime:
     settings: Settings
     keyring: Keyring
     registry: Registry
+    sealer: Sealer = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sealer", Sealer(self.keyring))
 
 
 @dataclass(frozen=True)
@@ -82,14 +87,20 @@ def current_runtime() -> Runtime:
 
 
 def handle_delivery(
-    jwe: str, event_id: str, event_type: str, kid: str, delivery_id: str | None, received_at: float
+    jwe: str,
+    event_id: str,
+    event_type: str,
+    kid: str,
+    delivery_id: str | None,
+    received_at: float,
+    seal: str | None = None,
 ) -> None:
     """Run one event's unfinished handlers (the job contract of :mod:`receiver.jobs`)."""
     runtime = current_runtime()
     job = get_current_job()
     if not isinstance(job, KayleJob):
         raise TypeError("handle_delivery runs in kayle-webhooks workers only (their job class is KayleJob)")
-    event = read_event(jwe, event_id, runtime.keyring)
+    event = read_event(jwe, event_id, runtime.keyring, seal, runtime.sealer)
     handlers = runtime.registry.for_type(event.type)
     if not handlers:
         job.defer(lambda pipe: record_unhandled(pipe, event.type))
@@ -119,10 +130,17 @@ def handle_delivery(
     )
 
 
-def read_event(jwe: str, event_id: str, keyring: Keyring) -> BaseEvent:
-    """Decrypt and validate; raise :class:`EventUnreadable` with a reason that quotes nothing of the payload."""
+def read_event(
+    jwe: str, event_id: str, keyring: Keyring, seal: str | None = None, sealer: Sealer | None = None
+) -> BaseEvent:
+    """Decrypt (with the sealed content key when it opens, else with RSA) and validate; raise
+    :class:`EventUnreadable` with a reason that quotes nothing of the payload."""
     try:
-        payload = load_payload(jwe_format.decrypt(jwe_format.parse(jwe.encode("ascii")), keyring))
+        parsed = jwe_format.parse(jwe.encode("ascii"))
+        cek = sealer.open(seal, parsed.kid, event_id, parsed.protected) if seal and sealer else None
+        if cek is None:
+            cek = jwe_format.unwrap_key(parsed, keyring)
+        payload = load_payload(jwe_format.open_content(parsed, cek))
         envelope = envelope_of(payload)
     except (JweRejected, PayloadRejected) as rejected:
         raise EventUnreadable(f"{rejected.code}: {rejected.message}") from None
