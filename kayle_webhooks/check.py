@@ -5,8 +5,12 @@ Warnings (such as Redis persistence being off) are printed but do not make it fa
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
+from redis import Redis
 from redis.exceptions import RedisError
 
 from receiver.connections import display_url, sync_redis
@@ -93,6 +97,35 @@ def _check_redis(report: Report, settings: Settings) -> None:
         )
     else:
         report.ok(f"Redis persistence on: {persistence.summary}")
+    exposed = _open_to_the_network(settings.redis_url)
+    if exposed:
+        report.warn(
+            f"Redis at {exposed} answers clients without a password on an address other hosts can reach: anyone "
+            "who reaches it can drop, replay or inject events",
+            "require a password or an ACL user (README: Security), keep Redis on a private network, use rediss://",
+        )
+
+
+def _open_to_the_network(url: str) -> str | None:
+    """``host:port`` when the Redis of ``url`` is on a non-loopback address and accepts a client without
+    credentials; ``None`` otherwise (loopback, a Unix socket, a Sentinel URL, or authentication required)."""
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    where = urlsplit(url)
+    host, port = where.hostname or "localhost", where.port or 6379
+    try:
+        if ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
+            return None
+    except (OSError, ValueError):
+        return None
+    anonymous = Redis(host=host, port=port, ssl=url.startswith("rediss://"), socket_timeout=3, socket_connect_timeout=3)
+    try:
+        anonymous.ping()
+    except (RedisError, OSError):
+        return None  # NOAUTH (a password is required) or unreachable: not open
+    finally:
+        anonymous.close()
+    return f"{host}:{port}"
 
 
 def _check_handlers(report: Report, settings: Settings) -> None:

@@ -51,19 +51,20 @@ class RedisServer:
 
     directory: Path
     port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
     options: Sequence[str] = ("--appendonly", "yes", "--appendfsync", "always", "--save", "")
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory)]
+        argv = ["redis-server", "--bind", self.host, "--port", str(self.port), "--dir", str(self.directory)]
         with (self.directory / "redis.log").open("ab") as log:
             self.process = subprocess.Popen([*argv, *self.options], stdout=log, stderr=subprocess.STDOUT)
         client = self.client()
@@ -86,8 +87,10 @@ class RedisServer:
 
 
 @contextmanager
-def own_redis(directory: Path, options: Sequence[str] | None = None) -> Iterator[RedisServer]:
-    server = RedisServer(directory) if options is None else RedisServer(directory, options=options)
+def own_redis(directory: Path, options: Sequence[str] | None = None, host: str = "127.0.0.1") -> Iterator[RedisServer]:
+    server = RedisServer(directory, host=host)
+    if options is not None:
+        server.options = options
     server.start()
     try:
         yield server

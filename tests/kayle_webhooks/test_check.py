@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 from pathlib import Path
@@ -11,6 +12,7 @@ import redis
 
 from tests.helpers.plugins import EXAMPLE_MODULE, EXAMPLE_PLUGIN, entry_point_dir
 from tests.helpers.processes import command, free_port
+from tests.helpers.redis import own_redis
 from tests.helpers.vectors import REPO
 
 pytestmark = pytest.mark.slow
@@ -96,3 +98,25 @@ def test_without_entry_points_only_the_modules_in_kayle_handlers_are_loaded(env,
     only_listed = handlers_reported(KAYLE_LOAD_ENTRY_POINTS="false")
     assert "kayle_example_plugin" not in only_listed
     assert "tests.plugins.recorder.audit" in only_listed
+
+
+def test_a_redis_open_to_the_network_without_a_password_is_warned_about(env, tmp_path: Path) -> None:
+    address = next((a for a in _own_addresses() if not ipaddress.ip_address(a).is_loopback), None)
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to bind a Redis to")
+    open_redis = ("--protected-mode", "no", "--save", "", "--appendonly", "yes")
+    with own_redis(tmp_path / "open", options=open_redis, host=address) as server:
+        url = f"redis://{address}:{server.port}/0"
+        warned = check(env, KAYLE_REDIS_URL=url, KAYLE_HANDLERS="tests.plugins.recorder")
+        assert f"WARN  Redis at {address}:{server.port} answers clients without a password" in warned.stdout
+        assert warned.returncode == 0  # a warning: loopback-only setups and private networks are legitimate
+
+        server.client().config_set("requirepass", "s3cret-for-tests")
+        guarded = check(env, KAYLE_REDIS_URL=f"redis://:s3cret-for-tests@{address}:{server.port}/0")
+        assert "answers clients without a password" not in guarded.stdout
+        assert "s3cret-for-tests" not in guarded.stdout
+
+
+def _own_addresses() -> list[str]:
+    found = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10).stdout.split()
+    return [a for a in found if "." in a]
