@@ -18,6 +18,7 @@ from rq import SimpleWorker, Worker
 from rq.job import Job
 from rq.worker import BaseWorker
 from rq.worker_pool import WorkerPool
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from receiver import jwe, logs
 from receiver.connections import display_url, sync_redis
@@ -151,3 +152,15 @@ def _log_start(settings: Settings, registry: Registry, *, processes: int, simple
         log(logger, logging.INFO, "handlers", event_type=event_type, handlers=",".join(names))
     for warning, fix in unknown_type_warnings(registry):
         log(logger, logging.WARNING, warning, fix=fix)
+
+
+def live_workers_on(host: str, connection: Redis, queue: str) -> list[str]:
+    """The workers of ``queue`` on ``host`` whose registration in Redis is still alive: RQ lets a worker's key
+    expire when its heartbeats stop, so a hung or killed worker drops out of this list."""
+    members = connection.smembers(WORKERS_BY_QUEUE_KEY % queue)
+    keys = sorted(k.decode() if isinstance(k, bytes) else str(k) for k in members)
+    with connection.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hget(key, "hostname")
+        hosts = pipe.execute()
+    return [key.rsplit(":", 1)[-1] for key, found in zip(keys, hosts, strict=True) if found and found.decode() == host]

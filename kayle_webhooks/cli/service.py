@@ -32,6 +32,26 @@ def worker(burst: bool, simple: bool, processes: int) -> None:
     run(burst=burst, simple=simple, processes=processes)
 
 
+@options.command(root, "worker-alive")
+def worker_alive() -> int:
+    """Exit 0 when a worker on this host is registered and heartbeating in Redis (a liveness probe)."""
+    import socket
+
+    from receiver.connections import sync_redis
+    from receiver.settings import read_settings
+    from workers.process import live_workers_on
+
+    settings = read_settings()
+    client = sync_redis(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    host = socket.gethostname()
+    alive = live_workers_on(host, client, settings.queue)
+    if not alive:
+        click.echo(f"no live worker of queue {settings.queue} on {host}", err=True)
+        return 1
+    click.echo(f"{len(alive)} live worker(s) of queue {settings.queue} on {host}")
+    return 0
+
+
 @options.command(root, "check")
 def check() -> int:
     """Check configuration, keys, Redis, persistence and plugins; list every problem with its fix."""

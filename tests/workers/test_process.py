@@ -23,7 +23,7 @@ from receiver import jwe, signature
 from receiver.jobs import job_id
 from tests.helpers.plugins import EXAMPLE_MODULE, EXAMPLE_PLUGIN
 from tests.helpers.privacy import claim_values, leaks
-from tests.helpers.processes import command, free_port, running, stop_group, wait_for_http, wait_until
+from tests.helpers.processes import PATIENCE, command, free_port, running, stop_group, wait_for_http, wait_until
 from tests.helpers.receiver import post_all
 from tests.helpers.sending import PATH
 from tests.helpers.vectors import OTHER_KID, REPO, Fixture, by_name
@@ -195,3 +195,33 @@ async def test_end_to_end_2000_deliveries_with_duplicates_and_first_attempt_fail
     claims |= claim_values(fixtures)
     assert leaks(claims, redis_client, texts=logs) == []
     assert '"handler": "tests.plugins.recorder.flaky"' in logs[1]  # the failures were logged, by name
+
+
+def test_worker_alive_reports_a_live_worker_and_not_a_hung_or_stopped_one(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_client: redis.Redis
+) -> None:
+    """The liveness probe of a worker container: 0 while a worker on this host is registered, 1 once it hangs
+    (SIGSTOP: no more heartbeats, so RQ lets its registration expire; the test fast-forwards that expiry,
+    which RQ sets a minute past the expected heartbeat) or has stopped."""
+    set_worker_env(env, tmp_path, monkeypatch)
+
+    def probe() -> int:
+        return subprocess.run(
+            command("worker-alive"), env=dict(os.environ), cwd=REPO, capture_output=True, timeout=PATIENCE
+        ).returncode
+
+    assert probe() == 1
+    with running(command("worker"), dict(os.environ), tmp_path / "worker.log") as worker:
+        wait_until(lambda: probe() == 0, "the probe seeing the worker")
+        worker.send_signal(signal.SIGSTOP)
+        try:
+            for key in redis_client.smembers("rq:workers:kayle"):
+                redis_client.pexpire(key, 1)
+            assert probe() == 1
+        finally:
+            worker.send_signal(signal.SIGCONT)
+    with running(command("worker"), dict(os.environ), tmp_path / "second.log") as worker:
+        wait_until(lambda: probe() == 0, "the probe seeing a new worker")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=PATIENCE) == 0
+        assert probe() == 1
