@@ -57,6 +57,7 @@ def make_keys(workdir: Path, bits: int = 2048) -> Keys:
     directory.mkdir(parents=True, exist_ok=True)
     private = generate(bits)
     (directory / f"{KID}.pem").write_bytes(pem(private))
+    (directory / f"{KID}.pem").chmod(0o600)
     return Keys(directory, private.public_key())
 
 

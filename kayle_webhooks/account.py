@@ -27,6 +27,7 @@ RETRY_WINDOW = dt.timedelta(hours=32, minutes=35)
 #: What a signing secret from Kayle may look like before it is written to a file.
 SECRET_FORMAT = re.compile(r"whsec_[A-Za-z0-9_-]{8,256}")
 ID_FORMAT = re.compile(r"[A-Za-z0-9_-]{1,200}")
+SECRETS_FILE = "KAYLE_SIGNING_SECRETS_FILE"
 
 
 @dataclass(frozen=True)
@@ -40,21 +41,27 @@ class Registration:
 
 
 def register(api: KayleApi, settings: Settings, key_dir: Path, wanted: Registration) -> None:
+    envfile.check_writable(envfile.DOTENV)  # before Kayle is asked anything: no half-done registration
+    if settings.signing_secrets_file is not None:
+        envfile.check_writable(settings.signing_secrets_file, SECRETS_FILE)
     types = wanted.events or list(KNOWN_EVENT_TYPES)
     endpoint = next((e for e in api.endpoints() if e.url == wanted.url), None)
     secret: str | None = None
+    # Each answer is checked as it arrives: before it is printed, used, or written anywhere.
     if endpoint is None:
         created = api.create_endpoint(wanted.url, wanted.name, types)
         endpoint, secret = created.endpoint, created.signing_secret.get_secret_value()
+        _check_answer(endpoint.id, secret)
         print(f"endpoint {endpoint.id}: created for {endpoint.url}")
     else:
+        _check_answer(endpoint.id, None)
         print(f"endpoint {endpoint.id}: already registered for {endpoint.url}")
         if wanted.events is not None and sorted(endpoint.subscribed_event_types) != sorted(types):
             endpoint = api.update_endpoint(endpoint.id, subscribed_event_types=types)
             print(f"  subscriptions updated: {', '.join(endpoint.subscribed_event_types)}")
         current = api.reveal_signing_secret(endpoint.id).get_secret_value()
+        _check_answer(endpoint.id, current)
         secret = None if current in _configured_secrets(settings) else current
-    _check_answer(endpoint.id, secret)
     if not endpoint.enabled:
         print("  WARNING: the endpoint is disabled at Kayle; enable it in the dashboard to receive deliveries")
     _register_key(api, endpoint, key_dir, wanted.kid, wanted.bits)
@@ -101,7 +108,12 @@ def same_key(registered: EncryptionKey, private: rsa.RSAPrivateKey) -> bool:
 def _check_answer(endpoint_id: str, secret: str | None) -> None:
     """Refuse an answer that would write anything but an id and a Kayle secret into the operator's files."""
     if not ID_FORMAT.fullmatch(endpoint_id):
-        raise KayleApiError(200, "INVALID_RESPONSE", "Kayle answered with an endpoint id that is not [A-Za-z0-9_-]")
+        raise KayleApiError(
+            200,
+            "INVALID_RESPONSE",
+            "Kayle answered with an endpoint id that is not 1-200 of [A-Za-z0-9_-]; nothing was written",
+            "check KAYLE_API_URL: it must be Kayle's API",
+        )
     if secret is not None and not SECRET_FORMAT.fullmatch(secret):
         raise KayleApiError(
             200,
@@ -155,13 +167,13 @@ def _configured_secrets(settings: Settings) -> list[str]:
 
 def _save_secret(settings: Settings, secret: str, show: bool) -> None:
     if settings.signing_secrets_file is not None:
-        envfile.append_line(settings.signing_secrets_file, secret)
-        print(f"signing secret: appended to {settings.signing_secrets_file} (KAYLE_SIGNING_SECRETS_FILE)")
+        previous = envfile.append_line(settings.signing_secrets_file, secret, SECRETS_FILE)
+        print(f"signing secret: appended to {settings.signing_secrets_file} ({SECRETS_FILE}){_mode_note(previous)}")
     else:
         current = [s.strip() for s in (envfile.dotenv_value("KAYLE_SIGNING_SECRETS") or "").split(",") if s.strip()]
-        if secret not in current:
-            envfile.set_dotenv("KAYLE_SIGNING_SECRETS", ",".join([*current, secret]))
-        print(f"signing secret: written to {envfile.DOTENV.resolve()} (KAYLE_SIGNING_SECRETS)")
+        wanted = current if secret in current else [*current, secret]
+        previous = envfile.set_dotenv("KAYLE_SIGNING_SECRETS", ",".join(wanted))
+        print(f"signing secret: written to {envfile.DOTENV.resolve()} (KAYLE_SIGNING_SECRETS){_mode_note(previous)}")
         _warn_if_overridden("KAYLE_SIGNING_SECRETS")
     if show:
         print(f"signing secret: {secret}")
@@ -171,9 +183,15 @@ def _save_endpoint_id(endpoint_id: str) -> None:
     if envfile.dotenv_value("KAYLE_ENDPOINT_ID") == endpoint_id:
         print(f"KAYLE_ENDPOINT_ID: already saved in {envfile.DOTENV.resolve()}")
         return
-    envfile.set_dotenv("KAYLE_ENDPOINT_ID", endpoint_id)
-    print(f"KAYLE_ENDPOINT_ID={endpoint_id}: saved in {envfile.DOTENV.resolve()}")
+    previous = envfile.set_dotenv("KAYLE_ENDPOINT_ID", endpoint_id)
+    print(f"KAYLE_ENDPOINT_ID={endpoint_id}: saved in {envfile.DOTENV.resolve()}{_mode_note(previous)}")
     _warn_if_overridden("KAYLE_ENDPOINT_ID")
+
+
+def _mode_note(previous: int | None) -> str:
+    if previous is None or previous == envfile.PRIVATE:
+        return ""
+    return f" (mode {previous:04o} -> {envfile.PRIVATE:04o}: it holds a secret)"
 
 
 def _warn_if_overridden(name: str) -> None:

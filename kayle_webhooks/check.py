@@ -71,6 +71,8 @@ def _check_keys(report: Report, settings: Settings) -> None:
         return
     for info in keys.infos():
         report.ok(f"key {info.kid}: RSA {info.bits} bits, fingerprint {info.fingerprint}")
+    for warning, fix in keys.warnings:
+        report.fail(warning, fix)  # the service starts, with a warning: a deployment is not ready with it
 
 
 def _check_redis(report: Report, settings: Settings) -> None:

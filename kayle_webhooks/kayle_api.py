@@ -97,7 +97,7 @@ class KayleApi:
     ) -> None:
         if not api_key:
             raise ValueError("an API key is required")
-        self._base = base_url.rstrip("/").removesuffix("/v1")
+        self._base = _checked_url(base_url).rstrip("/").removesuffix("/v1")
         self._backoff = backoff_seconds
         self._attempts = max(1, attempts)
         self._sleep = sleep
@@ -125,7 +125,7 @@ class KayleApi:
     # -- the routes used -------------------------------------------------------------------------
 
     def endpoints(self) -> Iterator[Endpoint]:
-        return (Endpoint.model_validate(item) for item in self.paginate("/v1/webhooks/endpoints"))
+        return (_parse(Endpoint, item) for item in self.paginate("/v1/webhooks/endpoints"))
 
     def endpoint(self, endpoint_id: str) -> Endpoint:
         return _parse(Endpoint, self.request("GET", f"/v1/webhooks/endpoints/{_segment(endpoint_id)}"))
@@ -146,7 +146,7 @@ class KayleApi:
 
     def keys(self, endpoint_id: str) -> Iterator[EncryptionKey]:
         path = f"/v1/webhooks/endpoints/{_segment(endpoint_id)}/keys"
-        return (EncryptionKey.model_validate(item) for item in self.paginate(path))
+        return (_parse(EncryptionKey, item) for item in self.paginate(path))
 
     def create_key(self, endpoint_id: str, registration: Mapping[str, Any]) -> EncryptionKey:
         """Register a public key; ``registration`` is :func:`kayle_webhooks.keys.registration_body`."""
@@ -161,7 +161,7 @@ class KayleApi:
         params: dict[str, str | int | bool] = {"endpoint_id": endpoint_id}
         if status:
             params["status"] = status
-        return (DeliveryRecord.model_validate(item) for item in self.paginate("/v1/webhooks/deliveries", params))
+        return (_parse(DeliveryRecord, item) for item in self.paginate("/v1/webhooks/deliveries", params))
 
     def retry_delivery(self, delivery_id: str) -> DeliveryRecord:
         path = f"/v1/webhooks/deliveries/{_segment(delivery_id)}/retry"
@@ -262,12 +262,15 @@ def _segment(value: str) -> str:
 
 def connect(settings: Settings) -> KayleApi:
     """A client for ``KAYLE_API_URL`` with ``KAYLE_API_KEY`` (or the key in ``KAYLE_API_KEY_FILE``)."""
-    return KayleApi(_api_key(settings), _checked_url(settings.api_url))
+    return KayleApi(_api_key(settings), settings.api_url)
 
 
 def _checked_url(url: str) -> str:
     """The key travels in a header: refuse plain HTTP except to this machine (a local test double)."""
-    parts = httpx.URL(url)
+    try:
+        parts = httpx.URL(url)
+    except httpx.InvalidURL:
+        parts = httpx.URL()
     if parts.scheme == "https" and parts.host:
         return url
     if parts.scheme == "http" and parts.host in _LOOPBACK:

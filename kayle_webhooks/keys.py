@@ -30,13 +30,24 @@ def write_key(directory: Path, kid: str, bits: int = DEFAULT_BITS) -> Path:
     """Generate a key and store it as ``<kid>.pem`` (mode 0600) in ``directory``; never overwrite one."""
     if not KID_PATTERN.fullmatch(kid):
         raise KeyFileError(f"{kid[:40]!r}: a kid is 1-128 letters, digits, '-' or '_' (it becomes the file name)")
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        raise KeyFileError(f"{directory}: exists and is not a directory") from None
+    except OSError as exc:
+        raise KeyFileError(f"{directory}: cannot be created ({exc.strerror})") from None
     for suffix in KEY_SUFFIXES:
-        if (directory / f"{kid}{suffix}").exists():
-            raise KeyFileError(f"{kid}{suffix}: a key with kid {kid!r} already exists in {directory}")
+        if os.path.lexists(directory / f"{kid}{suffix}"):  # a dangling symlink too: never write through one
+            raise KeyFileError(f"{kid}{suffix}: already exists in {directory}; choose another --kid")
     path = directory / f"{kid}.pem"
     data = pem(generate(bits))
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as file:
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"{kid}.pem: already exists in {directory}; choose another --kid") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot be written ({exc.strerror})") from None
+    with os.fdopen(descriptor, "wb") as file:
         file.write(data)
     return path
 

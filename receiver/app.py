@@ -101,6 +101,8 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log(logger, logging.INFO, "receiver ready", path=settings.path, kids=",".join(config.keyring))
+        for warning, fix in config.keyring.warnings:
+            log(logger, logging.WARNING, warning, fix=fix)
         await asyncio.to_thread(_warn_when_unpersisted, settings.redis_url)
         yield
         await redis.aclose()

@@ -3,14 +3,17 @@
 ``KAYLE_KEY_DIR`` holds one file per key: ``<kid>.pem`` (PKCS#8 or PKCS#1 PEM)
 or ``<kid>.json`` (a private JWK). The file stem is the ``kid``. Retired keys
 stay in the directory while Kayle may still retry or replay deliveries made
-with them.
+with them. A key others can read, or linked from outside the directory, loads
+with a warning (:attr:`Keyring.warnings`); docs/design.md says why not an error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from receiver import b64url
 
 MIN_BITS = 2048
+MAX_BITS = 8192  # checking a 16384-bit key alone takes most of a minute, in every process
+MIN_EXPONENT = 65537
+MAX_FILE_BYTES = 64 * 1024  # an 8192-bit private JWK is about 8 KiB
 KID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 KEY_SUFFIXES = (".pem", ".json")
 
@@ -39,11 +45,17 @@ class KeyInfo:
 
 
 class Keyring(Mapping[str, rsa.RSAPrivateKey]):
-    """An immutable mapping of ``kid`` to private key, with where each came from."""
+    """An immutable mapping of ``kid`` to private key, with where each came from and ``(warning, fix)`` pairs."""
 
-    def __init__(self, keys: Mapping[str, rsa.RSAPrivateKey], paths: Mapping[str, Path] | None = None) -> None:
+    def __init__(
+        self,
+        keys: Mapping[str, rsa.RSAPrivateKey],
+        paths: Mapping[str, Path] | None = None,
+        warnings: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self._keys = dict(keys)
         self._paths = dict(paths or {})
+        self.warnings = warnings
 
     def __getitem__(self, kid: str) -> rsa.RSAPrivateKey:
         return self._keys[kid]
@@ -67,37 +79,95 @@ def load_keyring(directory: Path) -> Keyring:
         raise KeyFileError(f"{directory} is not a directory")
     keys: dict[str, rsa.RSAPrivateKey] = {}
     paths: dict[str, Path] = {}
+    warnings: list[tuple[str, str]] = []
     for path in sorted(directory.iterdir()):
+        # Directories, FIFOs, devices and dangling links are no keys (and reading some would never end).
         if path.suffix not in KEY_SUFFIXES or not path.is_file() or path.name.startswith("."):
             continue
-        kid = path.stem
+        kid = _kid(path)
         if kid in keys:
             raise KeyFileError(f"{path.name}: kid {kid!r} is defined by two files")
         keys[kid] = load_private_key(path)
         paths[kid] = path
+        warnings += _exposure(path, directory)
     if not keys:
         raise KeyFileError(f"{directory} holds no <kid>.pem or <kid>.json private key")
-    return Keyring(keys, paths)
+    return Keyring(keys, paths, tuple(warnings))
+
+
+def _kid(path: Path) -> str:
+    if not KID_PATTERN.fullmatch(path.stem):
+        raise KeyFileError(
+            f"{path.name[:60]!r}: not a kid, and a key file is named <kid>.pem or <kid>.json (a kid is 1-128 "
+            "letters, digits, '-' or '_', as Kayle sends it); rename the file or move it out of the directory"
+        )
+    return path.stem
+
+
+def _exposure(path: Path, directory: Path) -> list[tuple[str, str]]:
+    """``(warning, fix)`` when users other than the service's can read or change the key in ``path``."""
+    found = []
+    if path.is_symlink() and not path.resolve().is_relative_to(directory.resolve()):
+        found.append((
+            f"{path} is a symlink to {path.resolve()}, outside the key directory: whoever can change that "
+            "file or its directory can change the key this service decrypts with",
+            f"copy the key into {directory} (mode 600) instead of linking it",
+        ))
+    status = path.stat()
+    granted = stat.S_IMODE(status.st_mode) & 0o066
+    if status.st_gid == os.getegid() and status.st_uid != os.geteuid():
+        granted &= ~0o040  # read through the service's own group: how Kubernetes mounts a Secret (fsGroup)
+    if granted:
+        who = " and ".join(name for bits, name in ((0o060, "its group"), (0o006, "every user")) if granted & bits)
+        can = " and ".join(verb for bits, verb in ((0o044, "read"), (0o022, "change")) if granted & bits)
+        found.append((
+            f"{path}: private key file with mode {stat.S_IMODE(status.st_mode):04o}: {who} can {can} it",
+            f"chmod 600 {path} (and chown it to the user the service runs as)",
+        ))
+    return found
 
 
 def load_private_key(path: Path) -> rsa.RSAPrivateKey:
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise KeyFileError(f"{path.name}: cannot be read ({exc.strerror})") from None
-    key = _from_jwk(path, data) if path.suffix == ".json" else _from_pem(path, data)
-    if key.key_size < MIN_BITS:
-        raise KeyFileError(f"{path.name}: RSA key of {key.key_size} bits; at least {MIN_BITS} are required")
-    return key
+    if len(data) > MAX_FILE_BYTES:
+        raise KeyFileError(f"{path.name}: larger than {MAX_FILE_BYTES // 1024} KiB, so not a private key")
+    return _from_jwk(path, data) if path.suffix == ".json" else _from_pem(path, data)
+
+
+def _check_size(path: Path, bits: int, exponent: int) -> None:
+    """Refuse a key before the costly consistency check: it grows with the cube of the size."""
+    if bits < MIN_BITS:
+        raise KeyFileError(f"{path.name}: RSA key of {bits} bits; at least {MIN_BITS} are required")
+    if bits > MAX_BITS:
+        raise KeyFileError(
+            f"{path.name}: RSA key of {bits} bits; at most {MAX_BITS} are accepted (checking a larger one costs "
+            "up to a minute of start-up in every process, and it slows every delivery): make a 4096-bit key with "
+            "`kayle-webhooks keys new`"
+        )
+    if exponent < MIN_EXPONENT:
+        raise KeyFileError(
+            f"{path.name}: RSA public exponent {exponent}; at least {MIN_EXPONENT} is required: "
+            "make a new key with `kayle-webhooks keys new`"
+        )
 
 
 def _from_pem(path: Path, data: bytes) -> rsa.RSAPrivateKey:
+    key = _parse_pem(path, data, validate=False)
+    _check_size(path, key.key_size, key.public_key().public_numbers().e)
+    return _parse_pem(path, data, validate=True)
+
+
+def _parse_pem(path: Path, data: bytes, *, validate: bool) -> rsa.RSAPrivateKey:
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = serialization.load_pem_private_key(data, password=None, unsafe_skip_rsa_key_validation=not validate)
     except TypeError:
         raise KeyFileError(f"{path.name}: the key is encrypted; store it without a passphrase") from None
-    except (ValueError, Exception):
-        raise KeyFileError(f"{path.name}: not a PEM private key (PKCS#8 or PKCS#1)") from None
+    except Exception:
+        raise KeyFileError(f"{path.name}: not a PEM private key (PKCS#8 or PKCS#1), or an inconsistent one") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise KeyFileError(f"{path.name}: not an RSA private key")
     return key
@@ -122,6 +192,7 @@ def _from_jwk(path: Path, data: bytes) -> rsa.RSAPrivateKey:
     if "d" not in jwk:
         raise KeyFileError(f"{path.name}: a public JWK; the private key (with 'd') is needed")
     n, e, d = (_b64int(jwk.get(m), path, m) for m in ("n", "e", "d"))
+    _check_size(path, n.bit_length(), e)
     try:
         if all(m in jwk for m in ("p", "q", "dp", "dq", "qi")):
             p, q, dp, dq, qi = (_b64int(jwk[m], path, m) for m in ("p", "q", "dp", "dq", "qi"))

@@ -52,6 +52,8 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("keys")
     shutil.copy(FIXTURES / "private.pem", directory / f"{FIXTURE_KID}.pem")
     (directory / f"{OTHER_KID}.pem").write_bytes(pem(generate(2048)))
+    for key in directory.iterdir():
+        key.chmod(0o600)  # as a deployment keeps them: the service warns about keys others can read
     return directory
 
 

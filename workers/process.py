@@ -86,6 +86,8 @@ def run(*, burst: bool, simple: bool, processes: int) -> None:
     dispatch.configure(dispatch.Runtime(settings, config.keyring, registry))
     jwe.warm_up(config.keyring)  # before any work horse is forked
     _log_start(settings, registry, processes=processes, simple=simple, burst=burst)
+    for warning, fix in config.keyring.warnings:
+        log(logger, logging.WARNING, warning, fix=fix)
     connection = _connect(settings.redis_url)
     factory = worker_factory(settings, simple=simple)
     if processes > 1:

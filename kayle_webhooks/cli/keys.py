@@ -53,3 +53,5 @@ def list_keys(directory: Path | None) -> None:
     click.echo(f"{'kid':<32} {'bits':>5}  fingerprint (RFC 7638 thumbprint of the public key)")
     for info in ring.infos():
         click.echo(f"{info.kid:<32} {info.bits:>5}  {info.fingerprint}")
+    for warning, fix in ring.warnings:
+        click.echo(f"WARNING: {warning}\n  fix: {fix}")

@@ -6,7 +6,7 @@ pagination, and it acts as Kayle's sender: deliveries are encrypted to the
 endpoint's active key when the event is created (as Kayle does) and every send,
 first or retried, is signed afresh with the endpoint's secret and POSTed to the
 endpoint URL. Routes under ``/_mock`` let the tests create events, inject
-faults and read what happened; they are not part of Kayle's API.
+faults and forged answers, and read what happened; they are not part of Kayle's API.
 """
 
 from __future__ import annotations
@@ -72,6 +72,16 @@ class Fault:
 
 
 @dataclass
+class Tamper:
+    """A forged answer: the route runs, then ``patch`` is merged into its ``data`` (a hostile or broken API)."""
+
+    method: str
+    path: str
+    patch: dict[str, Any]
+    count: int
+
+
+@dataclass
 class State:
     api_key: str
     readonly_key: str
@@ -84,6 +94,7 @@ class State:
     sends: list[dict[str, Any]] = field(default_factory=list)  # every POST to a partner endpoint
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    tampers: list[Tamper] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
@@ -106,6 +117,7 @@ def create_app(api_key: str, readonly_key: str) -> Starlette:
         Route("/_mock/health", lambda r: PlainTextResponse("ok")),
         control_route("/_mock/events", create_event, ["POST"]),
         control_route("/_mock/faults", add_fault, ["POST"]),
+        control_route("/_mock/tampers", add_tamper, ["POST"]),
         control_route("/_mock/state", dump_state, ["GET"]),
         control_route("/_mock/idle", wait_idle, ["POST"]),
         control_route("/_mock/reset", reset, ["POST"]),
@@ -156,7 +168,23 @@ async def _serve(state: State, request: Request, handler: Any) -> Response:
         status, payload = await handler(state, request, body)
     except ApiError as error:
         return _error(error)
+    tamper = next(
+        (t for t in state.tampers if t.count > 0 and t.method == request.method and request.url.path == t.path), None
+    )
+    if tamper is not None:
+        tamper.count -= 1
+        payload["data"] = _merged(payload["data"], tamper.patch)
     return JSONResponse(payload, status_code=status)
+
+
+def _merged(data: Any, patch: dict[str, Any]) -> Any:
+    if isinstance(data, list):  # a page: every item
+        return [_merged(item, patch) for item in data]
+    merged = dict(data)
+    for name, value in patch.items():
+        both_objects = isinstance(value, dict) and isinstance(merged.get(name), dict)
+        merged[name] = _merged(merged[name], value) if both_objects else value
+    return merged
 
 
 async def _json_body(request: Request) -> Any:
@@ -548,6 +576,11 @@ async def add_fault(state: State, body: dict[str, Any]) -> Any:
     return {"faults": len(state.faults)}
 
 
+async def add_tamper(state: State, body: dict[str, Any]) -> Any:
+    state.tampers.append(Tamper(body["method"], body["path"], dict(body["patch"]), int(body.get("count", 1))))
+    return {"tampers": len(state.tampers)}
+
+
 async def dump_state(state: State, body: dict[str, Any]) -> Any:
     return {
         "endpoints": list(state.endpoints.values()),
@@ -572,4 +605,5 @@ async def reset(state: State, body: dict[str, Any]) -> Any:
     state.sends.clear()
     state.requests.clear()
     state.faults.clear()
+    state.tampers.clear()
     return {"reset": True}

@@ -36,6 +36,10 @@ class MockKayle:
     def fault(self, method: str, path: str, status: int, count: int = 1) -> None:
         self._call("POST", "/_mock/faults", {"method": method, "path": path, "status": status, "count": count})
 
+    def tamper(self, method: str, path: str, patch: dict[str, Any], count: int = 1) -> None:
+        """Forge the next ``count`` answers of ``method path``: the route runs, ``patch`` is merged into its data."""
+        self._call("POST", "/_mock/tampers", {"method": method, "path": path, "patch": patch, "count": count})
+
     def event(self, payload: dict[str, Any], **options: Any) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", "/_mock/events", {"payload": payload, **options})
         return result

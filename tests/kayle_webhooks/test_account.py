@@ -414,3 +414,175 @@ def test_register_then_reconcile_recovers_an_outage_end_to_end(
     expected = [p["metadata"]["event_id"] for p in [first, answer_lost, *missed]]
     assert {event_id: handled.get(("audit", event_id)) for event_id in expected} == dict.fromkeys(expected, 1)
     assert sorted(event_id for handler, event_id in handled if handler == "audit") == sorted(expected)
+
+
+# -- the operator's files: what Kayle answers is checked, and nothing is written through a link ----
+
+FORGED_SECRETS = {
+    "a line that redirects Redis": "whsec_evilevil\nKAYLE_REDIS_URL=redis://evil.example:6379/0",
+    "spaces and quotes": "whsec_abcdefgh \"ij' kl",
+    "too long": "whsec_" + "a" * 257,
+    "too short": "whsec_abc",
+    "not a whsec_ secret": "sk_live_abcdefghijklmnop",
+}
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("forged", FORGED_SECRETS.values(), ids=FORGED_SECRETS)
+def test_register_writes_nothing_when_kayle_answers_a_forged_signing_secret(
+    home: Path, kayle: MockKayle, capsys: pytest.CaptureFixture[str], forged: str
+) -> None:
+    kayle.tamper("POST", "/v1/webhooks/endpoints", {"signing_secret": forged})
+
+    status, out, err = register(capsys)
+
+    assert status == 1
+    assert "signing secret that is not whsec_" in one_line(err) and "nothing was written" in err
+    assert forged not in out + err and "evil" not in out + err
+    assert not (home / ".env").exists() and not (home / "keys").exists()
+    assert kayle.state()["keys"] == []  # no key registered either: a later register starts clean
+
+
+def test_register_writes_nothing_when_a_revealed_secret_is_forged(
+    home: Path, kayle: MockKayle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    register(capsys)
+    endpoint_id = only_endpoint(kayle)["id"]
+    (home / ".env").write_text("# mine\nKAYLE_SIGNING_SECRETS=whsec_rotated_elsewhere\n")
+    for key in (home / "keys").iterdir():
+        key.unlink()
+    before = (home / ".env").read_bytes()
+    forged = FORGED_SECRETS["a line that redirects Redis"]
+    kayle.tamper("POST", f"/v1/webhooks/endpoints/{endpoint_id}/signing-secret/reveal", {"signing_secret": forged})
+
+    status, out, err = register(capsys)
+
+    assert status == 1 and "nothing was written" in one_line(err) and "evil" not in out + err
+    assert (home / ".env").read_bytes() == before
+    assert list((home / "keys").iterdir()) == [] and len(kayle.state()["keys"]) == 1
+
+
+def test_register_writes_nothing_when_kayle_answers_a_forged_endpoint_id(
+    home: Path, kayle: MockKayle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kayle.tamper("POST", "/v1/webhooks/endpoints", {"endpoint": {"id": "whe_x\nKAYLE_REDIS_URL=redis://evil"}})
+
+    status, out, err = register(capsys)
+
+    assert status == 1 and "endpoint id" in one_line(err) and "nothing was written" in err
+    assert "evil" not in out
+    assert not (home / ".env").exists() and not (home / "keys").exists()
+
+
+def test_register_reports_a_malformed_listed_endpoint_in_one_line(
+    home: Path, kayle: MockKayle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    register(capsys)
+    (home / ".env").unlink()
+    kayle.tamper("GET", "/v1/webhooks/endpoints", {"enabled": "sometimes"})
+
+    status, _, err = register(capsys)
+
+    assert status == 1 and "unexpected Endpoint from Kayle" in one_line(err)
+    assert not (home / ".env").exists()
+
+
+@pytest.mark.parametrize("setting", ["dotenv", "secrets file"])
+def test_register_refuses_a_planted_symlink_before_asking_kayle_anything(
+    home: Path, kayle: MockKayle, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    victim = home / "victim"
+    victim.write_text("someone else's file\n")
+    link = home / (".env" if setting == "dotenv" else "secrets.txt")
+    link.symlink_to(victim)
+    if setting == "secrets file":
+        monkeypatch.setenv("KAYLE_SIGNING_SECRETS_FILE", str(link))
+
+    status, _, err = register(capsys)
+
+    assert status == 2 and str(link) in one_line(err) and "symlink" in err
+    assert victim.read_text() == "someone else's file\n" and link.is_symlink()
+    assert kayle.requests() == [] and not (home / "keys").exists()
+
+
+def test_register_cannot_be_redirected_by_planted_temporary_names(
+    home: Path, kayle: MockKayle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    victim = home / "victim"
+    victim.write_text("someone else's file\n")
+    planted = [home / f".env.{os.getpid()}.tmp", home / ".env.tmp", home / ".env.new"]  # the names a writer guesses
+    for name in planted:
+        name.symlink_to(victim)
+
+    status, _, _ = register(capsys)
+
+    assert status == 0
+    assert victim.read_text() == "someone else's file\n"
+    assert all(name.is_symlink() for name in planted)
+    assert not (home / ".env").is_symlink() and "KAYLE_SIGNING_SECRETS" in dotenv(home)
+    assert sorted(p.name for p in home.iterdir() if p.name.startswith(".env")) == sorted(
+        [".env", *(p.name for p in planted)]
+    )  # no temporary file left behind
+
+
+def test_register_makes_the_files_holding_the_secret_0600_and_says_so(
+    home: Path, kayle: MockKayle, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (home / ".env").write_text("OTHER=1\n")
+    (home / ".env").chmod(0o644)
+
+    status, out, _ = register(capsys)
+
+    assert status == 0 and mode(home / ".env") == 0o600
+    assert "mode 0644 -> 0600" in out and dotenv(home)["OTHER"] == "1"
+
+    secrets_file = home / "secrets.txt"
+    secrets_file.write_text("whsec_older\n")
+    secrets_file.chmod(0o644)
+    monkeypatch.setenv("KAYLE_SIGNING_SECRETS_FILE", str(secrets_file))
+    (home / ".env").write_text("")
+    kayle.reset()
+
+    status, out, _ = register(capsys)
+
+    assert status == 0 and mode(secrets_file) == 0o600 and "mode 0644 -> 0600" in out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_register_run_as_root_leaves_the_services_dotenv_to_the_service(
+    home: Path, kayle: MockKayle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (home / ".env").write_text("OTHER=1\n")
+    os.chown(home / ".env", 10001, 10001)
+
+    status, _, _ = register(capsys)
+
+    written = (home / ".env").stat()
+    assert status == 0 and (written.st_uid, written.st_gid) == (10001, 10001) and mode(home / ".env") == 0o600
+
+
+def test_a_plain_http_api_url_is_refused_before_the_key_is_sent(
+    home: Path, kayle: MockKayle, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A proxy on the way (here the mock itself) would see the API key of a plain-http request in clear.
+    monkeypatch.setenv("HTTP_PROXY", kayle.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    for name in ("http_proxy", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KAYLE_API_URL", "http://api.example.com")
+
+    status, out, err = register(capsys)
+
+    assert status == 2
+    assert one_line(err).startswith("kayle-webhooks: KAYLE_API_URL: 'http://api.example.com' is not an https:// URL")
+    assert kayle.requests() == [] and kayle.api_key not in out + err
+    assert not (home / ".env").exists() and not (home / "keys").exists()
+
+    monkeypatch.setenv("KAYLE_API_URL", kayle.url)  # plain http to this machine: a local test double
+    status, _, err = register(capsys)
+    assert status == 0, err

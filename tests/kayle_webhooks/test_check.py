@@ -13,7 +13,7 @@ import redis
 from tests.helpers.plugins import EXAMPLE_MODULE, EXAMPLE_PLUGIN, entry_point_dir
 from tests.helpers.processes import command, free_port
 from tests.helpers.redis import own_redis
-from tests.helpers.vectors import REPO
+from tests.helpers.vectors import FIXTURE_KID, OTHER_KID, REPO
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +55,30 @@ def test_every_problem_is_reported_with_its_fix_in_one_run(env, tmp_path: Path) 
     assert "tests.plugins.does_not_exist" in out and "failed to import" in out
     assert out.count("fix: ") >= 4
     assert "not ready: 4 problem(s)" in out
+
+
+def test_a_key_others_can_read_or_linked_from_elsewhere_fails_with_its_fix(
+    env, tmp_path: Path, key_dir: Path
+) -> None:
+    keys, elsewhere = tmp_path / "keys", tmp_path / "elsewhere"
+    keys.mkdir()
+    elsewhere.mkdir()
+    exposed = keys / "exposed.pem"
+    exposed.write_bytes((key_dir / f"{FIXTURE_KID}.pem").read_bytes())
+    exposed.chmod(0o640)
+    outside = elsewhere / "outside.pem"
+    outside.write_bytes((key_dir / f"{OTHER_KID}.pem").read_bytes())
+    outside.chmod(0o600)
+    (keys / "linked.pem").symlink_to(outside)
+
+    result = check(env, KAYLE_KEY_DIR=str(keys), KAYLE_HANDLERS=EXAMPLE_MODULE, PYTHONPATH=str(EXAMPLE_PLUGIN))
+
+    out = result.stdout
+    assert result.returncode == 1, out
+    assert f"FAIL  {exposed}: private key file with mode 0640: its group can read it" in out
+    assert f"fix: chmod 600 {exposed}" in out
+    assert f"FAIL  {keys / 'linked.pem'} is a symlink to {outside}, outside the key directory" in out
+    assert "not ready: 2 problem(s)" in out
 
 
 def test_a_handler_module_in_the_current_directory_is_found(env, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 from kayle_webhooks.errors import KayleApiError
 from kayle_webhooks.kayle_api import KayleApi
 from kayle_webhooks.keys import generate, registration_body
+from receiver.settings import ConfigError
 from tests.helpers.processes import free_port
 from tests.helpers.vectors import Fixture
 from tests.kayle_mock.control import MockKayle, payload_like
@@ -196,3 +197,29 @@ def test_the_api_key_appears_in_no_log_error_or_repr(
 def test_the_base_url_may_name_the_version(kayle: MockKayle, sleeps: Sleeps) -> None:
     with KayleApi(kayle.api_key, kayle.url + "/v1/", sleep=sleeps) as api:
         assert list(api.endpoints()) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://api.kayle.id", True),
+        ("https://api.kayle.id/v1", True),
+        ("http://127.0.0.1:8080", True),
+        ("http://localhost:8080", True),
+        ("http://[::1]:8080", True),
+        ("http://api.kayle.id", False),
+        ("HTTP://API.KAYLE.ID", False),
+        ("http://10.0.0.5:8080", False),
+        ("http://localhost.evil.example", False),
+        ("ftp://api.kayle.id", False),
+        ("https://", False),
+        ("api.kayle.id", False),
+        ("http://[::1", False),
+    ],
+)
+def test_the_key_goes_only_over_https_or_to_this_machine(url: str, accepted: bool) -> None:
+    if accepted:
+        KayleApi("kk_x", url).close()
+        return
+    with pytest.raises(ConfigError, match=r"^KAYLE_API_URL: .* is not an https:// URL"):
+        KayleApi("kk_x", url)

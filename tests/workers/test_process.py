@@ -53,6 +53,27 @@ def test_a_plugin_that_fails_to_import_stops_the_worker_naming_it(
     assert "tests.plugins.broken_import" in lines[0] and "failed to import" in lines[0]
 
 
+def test_a_worker_warns_at_start_up_about_a_key_others_can_read(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key_dir: Path
+) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    exposed = keys / f"{OTHER_KID}.pem"
+    exposed.write_bytes((key_dir / f"{OTHER_KID}.pem").read_bytes())
+    exposed.chmod(0o644)
+    set_worker_env(env, tmp_path, monkeypatch, KAYLE_KEY_DIR=str(keys))
+
+    finished = subprocess.run(
+        command("worker", "--burst", "--simple"), env=dict(os.environ), cwd=REPO, capture_output=True, text=True,
+        timeout=120,
+    )
+
+    assert finished.returncode == 0, finished.stderr
+    lines = [json.loads(line) for line in finished.stderr.splitlines() if line.startswith("{")]
+    [warning] = [line for line in lines if line["level"] == "warning" and str(exposed) in line["message"]]
+    assert "mode 0644" in warning["message"] and warning["fix"].startswith(f"chmod 600 {exposed}")
+
+
 async def test_an_event_whose_worker_is_killed_mid_handler_is_completed_by_another_worker(
     env: dict[str, str],
     tmp_path: Path,
