@@ -12,6 +12,7 @@ import redis
 from receiver import keyring
 from receiver.settings import Config, load_config
 from tests.kayle_mock.control import MockKayle, mock_kayle
+from tests.postgres import Server, binaries, private_postgres
 from tests.support import (
     FIXTURE_KID,
     FIXTURE_TIME,
@@ -142,3 +143,19 @@ def kayle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockKayle
 def kayle(kayle_server: MockKayle) -> MockKayle:
     kayle_server.reset()
     return kayle_server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Server]:
+    """A private PostgreSQL server (tests.postgres), one per test session; never the machine's own."""
+    if binaries() is None:
+        pytest.skip("PostgreSQL binaries (initdb, postgres) not found; scripts/test installs them with apt-get")
+    with private_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: Server) -> Iterator[str]:
+    """A new, empty database on the private server, dropped after the test."""
+    with postgres_server.database() as dsn:
+        yield dsn
