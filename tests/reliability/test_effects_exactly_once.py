@@ -195,7 +195,7 @@ def run_under_kills(
             assert failed_ids(redis_client, QUEUE) == [], "an event failed"
             return redis_client.exists(*jobs) == 0
 
-        wait_until(completed, 120, "every event completed")
+        wait_until(completed, 240, "every event completed")
     finally:
         stop.set()
         killer.join(timeout=30)
