@@ -247,8 +247,10 @@ def test_effects_written_with_first_time_happen_exactly_once_when_work_horses_di
     assert run.died == wanted, "a handler never died at its kill point"
     assert run.random_kills > 0, "no work horse was killed at random: nothing was tested"
     assert set(run.after_commit + run.before_commit) <= set(run.rerun), "a killed event did not run again"
-    expected = {(event_id, handler): 1 for event_id in run.ids for handler in MARKED}
-    assert written == expected, f"not exactly once: {sorted((k, n) for k, n in written.items() if n != 1)[:5]}"
+    missing = {(event_id, handler) for event_id in run.ids for handler in MARKED} - set(written)
+    twice = sorted((pair, n) for pair, n in written.items() if n > 1)
+    assert not missing and not twice, f"{len(missing)} rows missing, e.g. {sorted(missing)[:3]}; twice: {twice[:3]}"
+    assert len(written) == len(run.ids) * len(MARKED)
     # The rows of a run killed before its commit were rolled back with its marks: a later attempt wrote them.
     attempts = {(e, h): a for e, h, a in effect_db.rows("SELECT event_id, handler, attempt FROM effects_marked")}
     assert all(attempts[event_id, handler] > 1 for event_id in run.before_commit for handler in MARKED)
