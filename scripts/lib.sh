@@ -87,6 +87,28 @@ ensure_redis_server_binary() {
     fi
 }
 
+postgres_bin_dir() {
+    local found
+    found=$(command -v initdb 2>/dev/null) && { dirname "$(readlink -f "$found")"; return 0; }
+    found=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1) || true
+    [ -n "$found" ] && [ -x "$found/initdb" ] && { echo "$found"; return 0; }
+    return 1
+}
+
+# The tests of ctx.first_time() on PostgreSQL start a private server of their own (tests/postgres.py) from
+# these binaries; Debian's postgresql package provides them. Without them (and no way to install them)
+# those tests skip.
+ensure_postgres_binaries() {
+    postgres_bin_dir >/dev/null && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        say "installing PostgreSQL (Debian's postgresql package) with apt-get, for the tests"
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null || true
+    fi
+    if ! postgres_bin_dir >/dev/null; then
+        say "no PostgreSQL binaries (initdb): the PostgreSQL tests will be skipped (Debian/Ubuntu: 'sudo apt-get install postgresql')"
+    fi
+}
+
 # Sets KAYLE_REDIS_URL to a Redis that answers: the configured one, 127.0.0.1:6379, or a private
 # redis-server (append-only, data in $1) started on a free port and stopped when the script exits.
 ensure_redis() {

@@ -11,6 +11,7 @@ import redis
 
 from kayle_webhooks.keys import generate, pem
 from receiver.settings import Config, load_config
+from tests.helpers.postgres import Server, binaries, private_postgres
 from tests.helpers.privacy import claim_values, leaks, sample_claim_values
 from tests.helpers.receiver import receiver_client
 from tests.helpers.redis import private_database
@@ -133,3 +134,19 @@ def kayle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockKayle
 def kayle(kayle_server: MockKayle) -> MockKayle:
     kayle_server.reset()
     return kayle_server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Server]:
+    """A private PostgreSQL server (tests.helpers.postgres), one per test session; never the machine's own."""
+    if binaries() is None:
+        pytest.skip("PostgreSQL binaries (initdb, postgres) not found; scripts/test installs them with apt-get")
+    with private_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: Server) -> Iterator[str]:
+    """A new, empty database on the private server, dropped after the test."""
+    with postgres_server.database() as dsn:
+        yield dsn

@@ -10,7 +10,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
@@ -170,7 +170,7 @@ def _run_all(handlers: list[Handler], event: BaseEvent, context: Context, job: K
         started = time.perf_counter()
         try:
             # Each handler gets an event of its own; the last one can have the original, which nothing reads after.
-            handler.func(event if last else event.model_copy(deep=True), context)
+            handler.func(event if last else event.model_copy(deep=True), replace(context, handler=handler.name))
         except BaseException as exc:  # every handler error is recorded, sanitized, below
             failures.append(_failure_of(handler, exc))
             job.defer(_run_figures(handler.name, "error", time.perf_counter() - started))

@@ -15,6 +15,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workers import effects
+
 #: A claim value: a string, a boolean (``age_over_N``), or ``None`` (declined). Treat values as opaque.
 ClaimValue = str | bool | None
 
@@ -136,7 +138,8 @@ def model_for(event_type: str) -> type[BaseEvent]:
 
 @dataclass(frozen=True)
 class Context:
-    """Facts about the delivery, for logs and idempotence. ``attempt`` is 1 on the first run."""
+    """Facts about the delivery, for logs and idempotence. ``attempt`` is 1 on the first run; ``handler`` is the
+    name of the handler it was given to."""
 
     event_id: str
     event_type: str
@@ -144,3 +147,12 @@ class Context:
     kid: str
     received_at: datetime
     attempt: int
+    handler: str = ""
+
+    def first_time(self, connection: effects.DatabaseConnection) -> bool:
+        """Mark this event as applied by this handler, in ``connection``'s current transaction: ``True`` the first
+        time (do the write, in the same transaction), ``False`` once a run that did it has committed (skip it).
+        See :func:`workers.effects.first_time`."""
+        if not self.handler:
+            raise RuntimeError("ctx.first_time() is for handlers: this Context was not given to a handler")
+        return effects.first_time(connection, self.event_id, self.handler)

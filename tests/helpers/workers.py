@@ -114,3 +114,9 @@ def assert_handled_exactly_once(record_path: Path, events: Mapping[str, str]) ->
     assert not missing, f"{len(missing)} handler runs missing, e.g. {sorted(missing)[:3]}"
     assert not twice, f"handled more than once: {sorted(twice.items())[:3]}"
     assert set(counts) == expected
+
+
+def handled_again(worker_log: Path) -> list[str]:
+    """The events the worker's log says were handled on a second attempt."""
+    lines = [json.loads(line) for line in worker_log.read_text().splitlines() if line.startswith("{")]
+    return [line["event_id"] for line in lines if line["message"] == "event handled" and line["attempt"] > 1]

@@ -13,7 +13,6 @@ Every test also ends with the privacy sweep of the conftest (its Redis database 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -46,6 +45,7 @@ from tests.helpers.vectors import FIXTURE_KID
 from tests.helpers.workers import (
     assert_handled_exactly_once,
     failed_ids,
+    handled_again,
     ok_counts,
     pending,
     read_records,
@@ -304,9 +304,3 @@ def test_a_work_horse_lost_after_its_handlers_completed_does_not_run_them_again(
     assert counts(records, "ok") == expected, "a handler that had completed ran again"
     assert failed_ids(redis_client, QUEUE) == [] and not pending(redis_client, QUEUE)
     assert not list(redis_client.scan_iter("rq:job:*")), "a finished event left its job (and progress)"
-
-
-def handled_again(worker_log: Path) -> list[str]:
-    """The events the worker's log says were handled on a second attempt."""
-    lines = [json.loads(line) for line in worker_log.read_text().splitlines() if line.startswith("{")]
-    return [line["event_id"] for line in lines if line["message"] == "event handled" and line["attempt"] > 1]

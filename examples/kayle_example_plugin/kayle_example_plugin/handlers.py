@@ -7,8 +7,9 @@ package's ``pyproject.toml``. The store is ``$KAYLE_EXAMPLE_DB`` (default
 What it shows:
 - ``@on_any`` receives every event, known types as typed models and others as
   ``GenericEvent``; ``match`` on the model class picks the outcome.
-- Idempotence: delivery is at-least-once, so the row is keyed by event id and
-  written with an upsert; running the handler twice leaves one row.
+- Exactly-once effects: delivery is at-least-once (a worker killed after the
+  commit runs the handler again), so the row is written in the same transaction
+  as ``ctx.first_time(connection)``'s mark; a rerun finds the mark and skips it.
 - Privacy: it stores and logs ids, the type, the outcome and which claim keys were
   shared, never a claim value.
 """
@@ -103,7 +104,7 @@ def connect() -> sqlite3.Connection:
 
 @on_any
 def record(event: Event, ctx: Context) -> None:
-    """Upsert one row for the event (committed before the handler returns)."""
+    """Write one row for the event, once: the row and the mark commit together before the handler returns."""
     row = (
         ctx.event_id,
         event.session_id,
@@ -113,6 +114,10 @@ def record(event: Event, ctx: Context) -> None:
         ctx.received_at.isoformat(),
         ctx.attempt,
     )
-    with connect() as connection:  # commits, or rolls back if the statement fails
+    with connect() as connection:  # one transaction: commits both, or rolls back both
+        if not ctx.first_time(connection):
+            logger.info("already recorded %s %s (attempt %d)", ctx.event_type, ctx.event_id, ctx.attempt)
+            return
+        # Still an upsert: an event replayed after its mark was purged overwrites its row instead of failing.
         connection.execute(UPSERT, row)
     logger.info("recorded %s %s (attempt %d)", ctx.event_type, ctx.event_id, ctx.attempt)
