@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -13,8 +14,11 @@ from prometheus_client.registry import REGISTRY, Collector
 from redis.asyncio import Redis
 
 from receiver import stats
+from receiver.errors import RejectionCode
+from receiver.intake import Outcome
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ClosedReason = Literal["header_timeout", "headers_too_large", "evicted_at_cap", "refused_at_cap"]
 
 DELIVERIES = Counter("kayle_deliveries", "Deliveries answered, by outcome code", ["outcome"])
 DUPLICATES = Counter("kayle_duplicates", "Deliveries of events already accepted (answered 200 duplicate)")
@@ -24,12 +28,20 @@ DURATION = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0),
 )
 
+CONNECTIONS_CLOSED = Counter(
+    "kayle_connections_closed", "Connections the receiver closed before a request was read, by reason", ["reason"]
+)
 
-def observe(outcome: str, seconds: float) -> None:
+
+def observe(outcome: Outcome | RejectionCode, seconds: float) -> None:
     DELIVERIES.labels(outcome).inc()
     if outcome == "duplicate":
         DUPLICATES.inc()
     DURATION.observe(seconds)
+
+
+def connection_closed(reason: ClosedReason) -> None:
+    CONNECTIONS_CLOSED.labels(reason).inc()
 
 
 class _Snapshot(Collector):

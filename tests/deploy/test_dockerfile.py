@@ -89,3 +89,16 @@ def test_compose_runs_a_receiver_and_a_worker_from_one_image_with_keys_and_secre
         assert environment["KAYLE_SIGNING_SECRETS_FILE"] == "/run/secrets/kayle_signing_secrets"
         assert "kayle_signing_secrets" in service["secrets"]
         assert "KAYLE_SIGNING_SECRETS" in environment
+
+
+def test_the_healthcheck_and_compose_use_the_admin_listener_and_keep_it_off_the_public_port() -> None:
+    from receiver.settings import Settings
+
+    healthcheck = next(args for name, args in instructions() if name == "HEALTHCHECK")
+    default = Settings.model_fields["admin_port"].default
+    assert f"os.environ.get('KAYLE_ADMIN_PORT', '{default}')" in healthcheck and "/healthz" in healthcheck
+    receiver = compose()["services"]["receiver"]
+    assert receiver["command"][receiver["command"].index("--admin-host") + 1] == "0.0.0.0"
+    assert "--admin-port" not in receiver["command"]  # the HEALTHCHECK reads the port from KAYLE_ADMIN_PORT
+    published = [p for p in receiver["ports"] if p.endswith(f":{default}")]
+    assert published == [f"127.0.0.1:${{KAYLE_ADMIN_PORT:-{default}}}:{default}"]  # the host's loopback only
