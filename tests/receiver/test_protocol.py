@@ -163,3 +163,20 @@ def test_a_1_mb_header_is_refused_at_16_kib_without_stalling_the_process(env: di
         assert probe.status_code == 200
         assert closed_connections(receiver)["headers_too_large"] == 1
         assert receiver.process.poll() is None
+
+
+def test_the_header_timeout_starts_again_for_the_next_request_on_a_kept_alive_connection(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    with serving(env, tmp_path / "serve.log", KAYLE_HEADER_TIMEOUT_SECONDS="1") as receiver:
+        fresh = connect(receiver, HALF_OPEN)
+        with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            started = time.monotonic()
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # the next request, never finished
+            assert closed_by_server(sock, within=4)  # after 1 s, not the 5 s keep-alive (which this byte stops)
+            took = time.monotonic() - started
+        assert closed_by_server(fresh, within=4)
+        fresh.close()
+    assert 0.9 < took < 4
