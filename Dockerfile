@@ -35,9 +35,12 @@ RUN groupadd --gid 10001 kayle \
 COPY --from=builder /opt/venv /opt/venv
 USER 10001:10001
 WORKDIR /data
+# 8000: the webhook port. The admin listener (/healthz, /readyz, /metrics) is on 127.0.0.1:9000 unless
+# KAYLE_ADMIN_HOST / KAYLE_ADMIN_PORT say otherwise.
 EXPOSE 8000
-# The receiver's liveness; set KAYLE_HEALTHCHECK_PORT when `serve` listens on another port.
+# The receiver's liveness, on its admin listener from inside the container: set the admin port with
+# KAYLE_ADMIN_PORT (not --admin-port) so that this check follows it.
 # (Worker containers have no HTTP endpoint: disable the check for them, as compose.yaml does.)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('KAYLE_HEALTHCHECK_PORT', '8000') + '/healthz', timeout=4)"]
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('KAYLE_ADMIN_PORT', '9000') + '/healthz', timeout=4)"]
 CMD ["kayle-webhooks", "serve", "--host", "0.0.0.0", "--port", "8000"]

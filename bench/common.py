@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from kayle_webhooks.keys import generate, pem
 from kayle_webhooks.testing import SignedRequest
-from tests.helpers.processes import command
+from tests.helpers.processes import command, free_port
 from tests.helpers.redis import RedisServer
 from tests.helpers.sending import make_events
 
@@ -112,7 +112,8 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
 
 
 def serve_argv(port: int) -> list[str]:
-    return command("serve", "--port", str(port))
+    """One receiver process (the figures are per process), its admin listener on a free port."""
+    return command("serve", "--port", str(port), "--workers", "1", "--admin-port", str(free_port()))
 
 
 def uvicorn_argv(app: str, port: int) -> list[str]:

@@ -12,6 +12,7 @@ import os
 import secrets
 import shlex
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -45,10 +46,11 @@ def run_demo(port: int, directory: Path) -> None:
     env = _prepare(base)
     _require_redis(env["KAYLE_REDIS_URL"])
     url = f"http://127.0.0.1:{port}"
+    admin_port = _free_port()  # not the default: two demos, or a demo and a service, must not collide
     path = read_settings().path
-    with _stopped_by_signals(), _started(base, env, port) as processes:
+    with _stopped_by_signals(), _started(base, env, port, admin_port) as processes:
         try:
-            _wait_ready(url, processes)
+            _wait_ready(f"http://127.0.0.1:{admin_port}", processes)
             print(f"receiver on {url}{path}, a worker with the handler plugins of this environment")
             print(f"logs: {base / 'receiver.log'}, {base / 'worker.log'}\n")
             sent = _send_one_of_each(url + path, base)
@@ -115,10 +117,12 @@ def _require_redis(url: str) -> None:
 
 
 @contextmanager
-def _started(base: Path, env: dict[str, str], port: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+def _started(
+    base: Path, env: dict[str, str], port: int, admin_port: int
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     program = [sys.executable, "-m", "kayle_webhooks"]
     commands = {
-        "receiver": [*program, "serve", "--port", str(port)],
+        "receiver": [*program, "serve", "--port", str(port), "--admin-port", str(admin_port), "--workers", "1"],
         "worker": [*program, "worker"],
     }
     processes: list[subprocess.Popen[bytes]] = []
@@ -153,13 +157,19 @@ def _stop_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _wait_ready(url: str, processes: list[subprocess.Popen[bytes]]) -> None:
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(admin_url: str, processes: list[subprocess.Popen[bytes]]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in processes):
             raise ConfigError("KAYLE_*: a demo process exited at start-up; its log in the demo directory says why")
         with suppress(httpx.HTTPError):
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+            if httpx.get(admin_url + "/readyz", timeout=2).status_code == 200:
                 return
         time.sleep(0.2)
     raise ConfigError("KAYLE_*: the demo receiver did not become ready within 60 s")

@@ -19,17 +19,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from receiver import jwe, logs, metrics, signature
+from receiver import jwe, metrics, signature
+from receiver.admin import healthz
 from receiver.body import read_body
 from receiver.connections import async_redis, sync_redis
 from receiver.envelope import read_envelope
-from receiver.errors import DeliveryRejected
-from receiver.intake import Intake
+from receiver.errors import DeliveryRejected, RejectionCode
+from receiver.intake import Intake, Outcome
 from receiver.jobs import JobArgs
 from receiver.logs import log
 from receiver.persistence import FIX, WARNING, read_persistence
 from receiver.seal import Sealer
-from receiver.settings import Config, load_config
+from receiver.settings import Config
 
 logger = logging.getLogger("kayle.receiver")
 
@@ -84,20 +85,6 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
         _log_request(outcome, 200, facts, started)
         return JSONResponse({"status": outcome, "event_id": envelope.event_id})
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        try:
-            await redis.ping()
-        except (RedisError, OSError):
-            return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
-        return JSONResponse({"status": "ready", "keys": len(config.keyring)})
-
-    async def metrics_endpoint(request: Request) -> Response:
-        # Always 200: while Redis is down the receiver's own series (its 503s among them) still matter.
-        return Response(await metrics.render(redis, settings.queue), media_type=metrics.CONTENT_TYPE)
-
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         log(logger, logging.INFO, "receiver ready", path=settings.path, kids=",".join(config.keyring))
@@ -109,13 +96,10 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
         if decrypting is not None:
             decrypting.shutdown()
 
-    routes = [
-        Route(settings.path, receive, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-    ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    routes = [Route(settings.path, receive, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.router.redirect_slashes = False  # exactly one webhook path: anything else is 404, never a redirect
+    return app
 
 
 def _warn_when_unpersisted(url: str) -> None:
@@ -134,7 +118,7 @@ def _header(request: Request, name: str) -> str | None:
     return value[:_MAX_LOGGED_HEADER] if value is not None else None
 
 
-def _log_request(outcome: str, status: int, facts: dict[str, str | None], started: float) -> None:
+def _log_request(outcome: Outcome | RejectionCode, status: int, facts: dict[str, str | None], started: float) -> None:
     seconds = time.perf_counter() - started
     metrics.observe(outcome, seconds)
     duration_ms = round(seconds * 1000, 2)
@@ -153,9 +137,3 @@ def _log_request(outcome: str, status: int, facts: dict[str, str | None], starte
     level = logging.WARNING if status >= 500 else logging.INFO
     log(logger, level, "delivery", outcome=outcome, status=status, **facts, duration_ms=duration_ms)
 
-
-def app_from_environment() -> Starlette:
-    """The factory ``uvicorn --factory`` calls in each receiver process."""
-    config = load_config()
-    logs.configure(config.settings.log_format, config.settings.log_level)
-    return create_app(config)

@@ -8,13 +8,34 @@ the content of the payload, a secret or key material.
 
 from __future__ import annotations
 
+from typing import Literal
+
+#: Every code a rejection carries: with ``accepted`` and ``duplicate``, the only outcome labels of the metrics.
+RejectionCode = Literal[
+    "payload_too_large",
+    "body_timeout",
+    "client_gone",
+    "signature_missing",
+    "signature_malformed",
+    "signature_mismatch",
+    "timestamp_out_of_tolerance",
+    "jwe_malformed",
+    "jwe_unsupported_algorithm",
+    "jwe_unsupported_header",
+    "unknown_kid",
+    "decryption_failed",
+    "payload_invalid",
+    "unavailable",
+    "queue_full",
+]
+
 
 class DeliveryRejected(Exception):
     """A delivery that is answered with an error body instead of being accepted."""
 
     status: int = 400
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: RejectionCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -26,7 +47,7 @@ class DeliveryRejected(Exception):
 class BodyRejected(DeliveryRejected):
     """The request body could not be read within the limits (size, time)."""
 
-    def __init__(self, code: str, message: str, status: int) -> None:
+    def __init__(self, code: RejectionCode, message: str, status: int) -> None:
         super().__init__(code, message)
         self.status = status
 

@@ -55,7 +55,7 @@ def parse(compact: bytes) -> Jwe:
     try:
         header_bytes, encrypted_key, iv, ciphertext, tag = (b64url.decode(s) for s in segments)
         header = json.loads(header_bytes)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
         raise JweRejected("jwe_malformed", "a JWE segment is not valid base64url or the header is not JSON") from None
     if not isinstance(header, dict):
         raise JweRejected("jwe_malformed", "the JWE protected header is not a JSON object")

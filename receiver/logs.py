@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 FIELDS = "kayle_fields"
+_PLAIN = re.compile(r'[!#-<>-\[\]-~]+')  # printable ASCII but space, '"', '=' and backslash
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,13 +34,24 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """``key=value`` fields; a value that is not a plain token is quoted and escaped, so that no value
+    (an unsigned header, a kid) can add a field or a line of its own."""
+
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        fields = " ".join(f"{k}={v}" for k, v in getattr(record, FIELDS, {}).items() if v is not None)
-        text = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        fields = " ".join(f"{k}={_token(v)}" for k, v in getattr(record, FIELDS, {}).items() if v is not None)
+        message = record.getMessage()
+        if not message.isprintable():
+            message = json.dumps(message)
+        text = f"{stamp} {record.levelname:<7} {record.name}: {message}"
         if record.exc_info and record.exc_info[0] is not None:
             fields += f" exception={record.exc_info[0].__name__}"
         return f"{text} {fields}".rstrip()
+
+
+def _token(value: object) -> str:
+    text = str(value)
+    return text if _PLAIN.fullmatch(text) else json.dumps(text)
 
 
 def configure(log_format: str = "json", level: str = "INFO") -> None:

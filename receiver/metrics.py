@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -21,6 +22,8 @@ from rq.utils import str_to_date
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from receiver import stats
+from receiver.errors import RejectionCode
+from receiver.intake import Outcome
 from receiver.logs import log
 
 logger = logging.getLogger("kayle.receiver")
@@ -28,28 +31,11 @@ logger = logging.getLogger("kayle.receiver")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A scrape gives up on Redis after this long: Prometheus' own scrape timeout is 10 s by default.
 REDIS_TIMEOUT_SECONDS = 2.0
+ClosedReason = Literal["header_timeout", "headers_too_large", "evicted_at_cap", "refused_at_cap"]
 
 # Every outcome a delivery can have, so each series exists (at 0) before its first delivery:
 # rate() and increase() then see the first one too.
-OUTCOMES = (
-    "accepted",
-    "duplicate",
-    "signature_missing",
-    "signature_malformed",
-    "signature_mismatch",
-    "timestamp_out_of_tolerance",
-    "payload_too_large",
-    "body_timeout",
-    "client_gone",
-    "jwe_malformed",
-    "jwe_unsupported_algorithm",
-    "jwe_unsupported_header",
-    "unknown_kid",
-    "decryption_failed",
-    "payload_invalid",
-    "unavailable",
-    "queue_full",
-)
+OUTCOMES: tuple[str, ...] = (*get_args(Outcome), *get_args(RejectionCode))
 
 DELIVERIES = Counter(
     "kayle_deliveries",
@@ -66,12 +52,22 @@ DURATION = Histogram(
 for _outcome in OUTCOMES:
     DELIVERIES.labels(_outcome)
 
+CONNECTIONS_CLOSED = Counter(
+    "kayle_connections_closed",
+    "Connections the receiver closed before a request was read, by reason (connections)",
+    ["reason"],
+)
 
-def observe(outcome: str, seconds: float) -> None:
+
+def observe(outcome: Outcome | RejectionCode, seconds: float) -> None:
     DELIVERIES.labels(outcome).inc()
     if outcome == "duplicate":
         DUPLICATES.inc()
     DURATION.observe(seconds)
+
+
+def connection_closed(reason: ClosedReason) -> None:
+    CONNECTIONS_CLOSED.labels(reason).inc()
 
 
 # Live workers of the queue and the enqueue time of the oldest queued job, in one call.

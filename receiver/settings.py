@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(262144, ge=1024)
     body_timeout_seconds: float = Field(10.0, gt=0)
     decrypt_threads: int = Field(2, ge=0, le=64)
+    header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    max_connections: int | None = Field(None, ge=1)
+    receiver_processes: int | None = Field(None, ge=1, le=256)
+    admin_host: str = Field("127.0.0.1", min_length=1)
+    admin_port: int = Field(9000, ge=1, le=65535)
     queue: str = Field("kayle", pattern=r"^[A-Za-z0-9_.:-]{1,100}$")
     retry_intervals: IntList = [10, 60, 300, 1800, 7200]
     job_timeout_seconds: int = Field(600, ge=1)

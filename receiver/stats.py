@@ -1,7 +1,9 @@
 """Figures that worker processes leave in one Redis hash for every receiver's ``/metrics`` to report.
 
 Fields are tab-separated: ``runs|seconds\\t<handler>\\t<outcome>``, ``bucket\\t<handler>\\t<outcome>\\t<le>``
-(runs at or under ``le``, not cumulative) and ``unhandled\\t<event type>``. Names and types only.
+(runs at or under ``le``, not cumulative) and ``unhandled\\t<event type>``. Names and types only, from bounded
+sets: the registered handlers' names, and Kayle's documented event types, any other counted as ``other``
+(:data:`OTHER_TYPE`), so that invented types cannot add fields, and metric series, without end.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Literal, Protocol
 STATS_KEY = "kayle:stats:workers"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 HandlerOutcome = Literal["ok", "error"]
+OTHER_TYPE = "other"
 
 
 class _Writer(Protocol):
@@ -28,7 +31,8 @@ def record_handler_run(redis: _Writer, handler: str, outcome: HandlerOutcome, se
 
 
 def record_unhandled(redis: _Writer, event_type: str) -> None:
-    """Count an event that no handler was registered for (completed, not failed)."""
+    """Count an event that no handler was registered for (completed, not failed); ``event_type`` is a known
+    type or :data:`OTHER_TYPE`."""
     redis.hincrby(STATS_KEY, f"unhandled\t{event_type}", 1)
 
 

@@ -13,7 +13,8 @@ from kayle_webhooks.keys import generate, pem
 from receiver.settings import Config, load_config
 from tests.helpers.postgres import Server, binaries, private_postgres
 from tests.helpers.privacy import claim_values, leaks, sample_claim_values
-from tests.helpers.receiver import receiver_client
+from tests.helpers.processes import free_port
+from tests.helpers.receiver import admin_client, receiver_client
 from tests.helpers.redis import private_database
 from tests.helpers.vectors import FIXTURE_KID, FIXTURE_TIME, FIXTURES, OTHER_KID, Fixture, load_fixtures
 from tests.kayle_mock.control import MockKayle, mock_kayle
@@ -66,6 +67,9 @@ def env(monkeypatch: pytest.MonkeyPatch, key_dir: Path, redis_url: str, fixtures
         "KAYLE_KEY_DIR": str(key_dir),
         "KAYLE_REDIS_URL": redis_url,
         "KAYLE_RETRY_INTERVALS": "1,1",
+        # A `serve` started by a test: one process (what the tests reason about), an admin port of its own.
+        "KAYLE_RECEIVER_PROCESSES": "1",
+        "KAYLE_ADMIN_PORT": str(free_port()),
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -93,6 +97,13 @@ def frozen_clock() -> float:
 async def client(config: Config, redis_client: redis.Redis) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the receiver app with its clock frozen at the fixtures' timestamp."""
     async with receiver_client(config) as http:
+        yield http
+
+
+@pytest.fixture
+async def admin(config: Config, redis_client: redis.Redis) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the admin app (the receiver's /healthz, /readyz and /metrics)."""
+    async with admin_client(config) as http:
         yield http
 
 

@@ -26,9 +26,9 @@ from receiver.keyring import Keyring
 from receiver.logs import log
 from receiver.seal import Sealer
 from receiver.settings import Settings, load_config
-from receiver.stats import HandlerOutcome, record_handler_run, record_unhandled
+from receiver.stats import OTHER_TYPE, HandlerOutcome, record_handler_run, record_unhandled
 from workers.jobclass import KayleJob
-from workers.models import BaseEvent, Context, model_for
+from workers.models import KNOWN_EVENT_TYPES, BaseEvent, Context, model_for
 from workers.plugins import load_handlers
 from workers.registry import Handler, Registry
 
@@ -103,7 +103,8 @@ def handle_delivery(
     event = read_event(jwe, event_id, runtime.keyring, seal, runtime.sealer)
     handlers = runtime.registry.for_type(event.type)
     if not handlers:
-        job.defer(lambda pipe: record_unhandled(pipe, event.type))
+        counted_as = event.type if event.type in KNOWN_EVENT_TYPES else OTHER_TYPE  # a bounded set of labels
+        job.defer(lambda pipe: record_unhandled(pipe, counted_as))
         log(logger, logging.INFO, "event unhandled", event_id=event_id, type=event.type, attempt=job.attempt)
         return
     context = Context(

@@ -11,20 +11,37 @@ from kayle_webhooks.cli.root import root
 
 
 @options.command(root, "serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Receiver processes.")
-def serve(host: str, port: int, workers: int) -> None:
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address of the webhook listener.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port of the webhook listener.")
+@click.option(
+    "--admin-host", default=None, help="Address of the admin listener: /healthz, /readyz, /metrics [KAYLE_ADMIN_HOST]."
+)
+@click.option(
+    "--admin-port", type=click.IntRange(1, 65535), default=None, help="Port of the admin listener [KAYLE_ADMIN_PORT]."
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Receiver processes [KAYLE_RECEIVER_PROCESSES, else one per CPU this process may use].",
+)
+def serve(host: str, port: int, admin_host: str | None, admin_port: int | None, workers: int | None) -> None:
     """Run the receiver (HTTP) under uvicorn."""
     from receiver.server import serve as run_receiver
 
-    run_receiver(host, port, workers)
+    run_receiver(host, port, workers, admin_host, admin_port)
 
 
 @options.command(root, "worker")
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
 @click.option("--simple", is_flag=True, help="Run jobs in the worker process (RQ SimpleWorker), not in a fork.")
-@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes; each runs one event at a time (README: Running workers).",
+)
 def worker(burst: bool, simple: bool, processes: int) -> None:
     """Run RQ workers that pass events to your handlers."""
     from workers.process import run

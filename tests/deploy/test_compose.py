@@ -87,11 +87,12 @@ def test_the_receiver_and_the_worker_read_the_redis_password_file() -> None:
         assert environment["KAYLE_SIGNING_SECRETS_FILE"] == "/run/secrets/kayle_signing_secrets", name
 
 
-def test_only_the_receiver_s_public_port_is_published() -> None:
+def test_only_the_receiver_s_ports_are_published_and_its_admin_port_on_loopback() -> None:
     services = load(COMPOSE)["services"]
-    (published,) = services["receiver"]["ports"]
-    assert published.endswith(":8000") and published.startswith("${KAYLE_BIND:-127.0.0.1}:")
-    assert services["receiver"]["environment"]["KAYLE_ADMIN_HOST"] == "0.0.0.0"  # container network only
+    public, admin = services["receiver"]["ports"]
+    assert public.endswith(":8000") and public.startswith("${KAYLE_BIND:-127.0.0.1}:")
+    assert admin == "127.0.0.1:${KAYLE_ADMIN_PORT:-9000}:9000"  # never beside the public port
+    assert services["receiver"]["environment"]["KAYLE_ADMIN_HOST"] == "0.0.0.0"  # the container's own addresses
     for name, service in services.items():
         if name != "receiver":
             assert "ports" not in service, name

@@ -138,3 +138,14 @@ def test_the_container_smoke_finds_no_mirror_without_sources(tmp_path: Path) -> 
     script = (REPO / "scripts" / "container-smoke").read_text()
     assert "deb.debian.org" not in script
     assert "KAYLE_SMOKE_MIRROR:-$(debian_mirror)" in script and "set KAYLE_SMOKE_MIRROR" in script
+def test_the_healthcheck_and_compose_use_the_admin_listener_and_keep_it_off_the_public_port() -> None:
+    from receiver.settings import Settings
+
+    healthcheck = next(args for name, args in instructions() if name == "HEALTHCHECK")
+    default = Settings.model_fields["admin_port"].default
+    assert f"os.environ.get('KAYLE_ADMIN_PORT', '{default}')" in healthcheck and "/healthz" in healthcheck
+    receiver = compose()["services"]["receiver"]
+    assert receiver["environment"]["KAYLE_ADMIN_HOST"] == "0.0.0.0"
+    assert "--admin-port" not in receiver["command"]  # the HEALTHCHECK reads the port from KAYLE_ADMIN_PORT
+    published = [p for p in receiver["ports"] if p.endswith(f":{default}")]
+    assert published == [f"127.0.0.1:${{KAYLE_ADMIN_PORT:-{default}}}:{default}"]  # the host's loopback only

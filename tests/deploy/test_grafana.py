@@ -13,16 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue, Worker
 
-from receiver.app import create_app
-from receiver.settings import load_config
+from tests.helpers.receiver import admin_client, receiver_client
 from tests.helpers.tools import RULES, promtool, summed_redis_gauges
-from tests.helpers.vectors import FIXTURE_TIME, REPO
+from tests.helpers.vectors import REPO
 from tests.helpers.workers import configure_in_process, set_worker_env
 from workers.process import work_burst
 
@@ -101,8 +99,7 @@ def alert_queries() -> list[str]:
 async def exported(env, tmp_path, monkeypatch, redis_client, fixtures) -> set[str]:
     """Every metric name a receiver's /metrics exports, families expanded with their suffixes."""
     set_worker_env(env, tmp_path, monkeypatch)
-    app = create_app(load_config(), clock=lambda: float(FIXTURE_TIME))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r") as http:
+    async with receiver_client() as http, admin_client() as admin:
         delivered = await http.post("/webhooks/kayle", content=fixtures[0].body, headers=fixtures[0].headers)
         assert delivered.status_code == 200
         settings = configure_in_process()
@@ -110,7 +107,7 @@ async def exported(env, tmp_path, monkeypatch, redis_client, fixtures) -> set[st
         worker = Worker([Queue(settings.queue, connection=redis_client)], connection=redis_client)
         worker.register_birth()
         try:
-            text = (await http.get("/metrics")).text
+            text = (await admin.get("/metrics")).text
         finally:
             worker.register_death()
     names = set()

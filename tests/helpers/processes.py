@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -75,6 +76,37 @@ def running(
         yield process
     finally:
         stop_group(process)
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """A running ``kayle-webhooks serve``: its webhook and admin listeners and its log."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    admin_port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+
+@contextmanager
+def serving(env: Mapping[str, str], log_path: Path, **extra: str) -> Iterator[Receiver]:
+    """``kayle-webhooks serve`` with ``env`` (and ``extra``) on a free port, once its admin ``/readyz`` answers."""
+    environment = subprocess_env(env, **extra)
+    admin_port = int(environment.get("KAYLE_ADMIN_PORT") or free_port())
+    environment["KAYLE_ADMIN_PORT"] = str(admin_port)
+    port = free_port()
+    with running(command("serve", "--port", str(port)), environment, log_path) as process:
+        receiver = Receiver(process, port, admin_port, log_path)
+        wait_for_http(f"{receiver.admin_url}/readyz", process=process)
+        yield receiver
 
 
 def stop_group(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:

@@ -32,6 +32,18 @@ async def receiver_client(config: Config | None = None) -> AsyncIterator[httpx.A
         yield http
 
 
+@contextlib.asynccontextmanager
+async def admin_client(config: Config | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """The admin app (``/healthz``, ``/readyz``, ``/metrics``) in this process."""
+    from receiver.admin import create_admin_app
+
+    app = create_admin_app(config or load_config())
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://admin"
+    ) as http:
+        yield http
+
+
 async def post_all(fixtures: Iterable[Fixture]) -> list[str]:
     """Deliver vectors through the receiver app; return each answer's status."""
     outcomes = []

@@ -375,9 +375,10 @@ def test_register_then_reconcile_recovers_an_outage_end_to_end(
         KAYLE_HANDLERS="tests.plugins.recorder",
         KAYLE_TEST_RECORD=str(records),
     )
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}/webhooks/kayle"
-    serve = command("serve", "--port", str(port))
+    ready = f"http://127.0.0.1:{admin_port}/readyz"
+    serve = command("serve", "--port", str(port), "--admin-port", str(admin_port), "--workers", "1")
     templates = [f.expected_payload for f in fixtures if f.type in KNOWN_EVENT_TYPES]  # what Kayle lets us subscribe to
     payloads = [payload_like(templates[i % len(templates)], f"evt_e2e_{i}", f"vs_e2e_{i}") for i in range(7)]
     first, answer_lost, *missed, gone = payloads
@@ -385,7 +386,7 @@ def test_register_then_reconcile_recovers_an_outage_end_to_end(
     registered = cli(env, home, "register", "--url", url, "--bits", "2048")
     assert registered.returncode == 0, registered.stderr
     with running(serve, env, tmp_path / "serve-1.log", cwd=home) as process:
-        wait_for_http(f"http://127.0.0.1:{port}/readyz", process=process)
+        wait_for_http(ready, process=process)
         delivered = kayle.event(first, send=True)["deliveries"]
         kayle.event(answer_lost, received_but_failed=True)  # accepted here, but Kayle recorded a failure
     assert [d["status"] for d in delivered] == ["succeeded"]  # registered and receiving
@@ -395,7 +396,7 @@ def test_register_then_reconcile_recovers_an_outage_end_to_end(
     kayle.event(gone, send=True, scrubbed=True)  # ...and this one's retained payload has already expired
 
     with running(serve, env, tmp_path / "serve-2.log", cwd=home) as process:
-        wait_for_http(f"http://127.0.0.1:{port}/readyz", process=process)
+        wait_for_http(ready, process=process)
         reconciled = cli(env, home, "reconcile")
         kayle.idle()
         again = cli(env, home, "reconcile")

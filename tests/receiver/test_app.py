@@ -225,14 +225,15 @@ async def test_one_log_line_per_request_with_ids_and_no_body_or_signature(client
     assert fixture.secret not in text
 
 
-async def test_health_readiness_and_metrics(client, fixtures, redis_client):
+async def test_health_readiness_and_metrics(client, admin, fixtures, redis_client):
     assert (await client.get("/healthz")).status_code == 200
-    ready = await client.get("/readyz")
+    assert (await admin.get("/healthz")).status_code == 200
+    ready = await admin.get("/readyz")
     assert ready.status_code == 200 and ready.json()["keys"] == 2
     await client.post(PATH, content=fixtures[0].body, headers=fixtures[0].headers)
     await client.post(PATH, content=fixtures[0].body, headers=fixtures[0].headers)
     await client.post(PATH, content=b"x", headers={})
-    text = (await client.get("/metrics")).text
+    text = (await admin.get("/metrics")).text
     assert 'kayle_deliveries_total{outcome="accepted"}' in text
     assert 'kayle_deliveries_total{outcome="signature_missing"}' in text
     assert "kayle_duplicates_total" in text
@@ -244,12 +245,12 @@ async def test_health_readiness_and_metrics(client, fixtures, redis_client):
 async def test_readiness_fails_when_redis_is_unreachable(env, monkeypatch):
     import httpx
 
-    from receiver.app import create_app
+    from receiver.admin import create_admin_app
     from receiver.settings import load_config
     from tests.helpers.processes import free_port
 
     monkeypatch.setenv("KAYLE_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
-    app = create_app(load_config())
+    app = create_admin_app(load_config())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r") as http:
         assert (await http.get("/healthz")).status_code == 200
         assert (await http.get("/readyz")).status_code == 503
@@ -277,3 +278,16 @@ async def test_decrypting_on_the_event_loop_accepts_and_rejects_alike(monkeypatc
         await assert_rejected(client, undecryptable, resigned(undecryptable, fixtures[0].secret), 400,
                               "decryption_failed")
     assert Queue("kayle", connection=redis_client).count == len(fixtures)
+
+
+async def test_only_the_webhook_path_is_served_anything_else_is_404_never_a_redirect(client, admin, fixtures):
+    hostile_host = {"Host": "evil.example"}  # a redirect would build its Location from it
+    for method, path in [
+        ("POST", PATH + "/"), ("GET", PATH + "/"), ("POST", PATH + "//"), ("POST", "/webhooks"),
+        ("POST", "/WEBHOOKS/KAYLE"), ("POST", "/other"), ("GET", "/metrics"), ("GET", "/readyz"), ("GET", "/healthz/"),
+    ]:
+        answer = await client.request(method, path, headers=hostile_host, content=fixtures[0].body)
+        assert (answer.status_code, answer.headers.get("location")) == (404, None), (method, path)
+    for path in ("/metrics/", "/readyz/", "/healthz/", PATH):
+        answer = await admin.get(path, headers=hostile_host)
+        assert (answer.status_code, answer.headers.get("location")) == (404, None), path

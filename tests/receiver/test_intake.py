@@ -18,7 +18,7 @@ from receiver.errors import Unavailable
 from receiver.jobs import job_id
 from receiver.settings import load_config
 from tests.helpers.processes import free_port
-from tests.helpers.receiver import receiver_client
+from tests.helpers.receiver import admin_client, receiver_client
 from tests.helpers.redis import marked
 from tests.helpers.sending import PATH
 from tests.helpers.vectors import FIXTURE_TIME
@@ -185,6 +185,7 @@ async def test_a_full_queue_answers_503_queue_full_and_duplicates_still_200(
         retried = await http.post(PATH, content=fourth.body, headers=fourth.headers)
         assert retried.json()["status"] == "accepted"
         assert any("has room again" in r.getMessage() for r in caplog.records)
-        metrics = (await http.get("/metrics")).text
+    async with admin_client() as admin:
+        metrics = (await admin.get("/metrics")).text
     assert 'kayle_deliveries_total{outcome="queue_full"} 2.0' in metrics
     assert not marked(redis_client, fifth.event_id)

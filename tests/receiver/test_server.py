@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import socket
 import subprocess
@@ -12,13 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue
 
 from kayle_webhooks.testing import SignedRequest, encrypt_payload, sample_payload, sign_request
 from receiver.jobs import job_id
 from receiver.keyring import load_private_key
-from tests.helpers.processes import command, free_port, running, wait_for_http
-from tests.helpers.sending import PATH, resigned
+from tests.helpers.processes import PATIENCE, command, free_port, running, serving, wait_for_http, wait_until
+from tests.helpers.sending import PATH, client_limits, resigned
 from tests.helpers.vectors import FIXTURE_KID, FIXTURES
 
 pytestmark = pytest.mark.slow
@@ -92,6 +94,7 @@ def test_configuration_errors_stop_start_up_with_one_line(env: dict[str, str], t
         "KAYLE_TOLERANCE_SECONDS": ({"KAYLE_TOLERANCE_SECONDS": "soon"}, "integer"),
         "KAYLE_REDIS_URL": ({"KAYLE_REDIS_URL": "http://x"}, "redis://"),
         "KAYLE_DECRYPT_THREADS": ({"KAYLE_DECRYPT_THREADS": "-1"}, "greater than or equal to 0"),
+        "KAYLE_MAX_CONNECTIONS": ({"KAYLE_MAX_CONNECTIONS": str(10**9)}, "ulimit -n"),
     }
     for label, (override, fragment) in cases.items():
         variable = label.split()[0]
@@ -112,7 +115,7 @@ def test_configuration_errors_stop_start_up_with_one_line(env: dict[str, str], t
 
 async def _send_all(url: str, requests: list[SignedRequest], concurrency: int) -> list[int]:
     limit = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as http:
+    async with httpx.AsyncClient(timeout=PATIENCE, limits=client_limits(concurrency)) as http:
 
         async def send(request: SignedRequest) -> int:
             async with limit:
@@ -144,3 +147,33 @@ def test_2000_deliveries_with_20_percent_duplicates_at_concurrency_16(
     job_ids = Queue("kayle", connection=redis_client).job_ids
     assert len(job_ids) == len(set(job_ids)) == 1600
     assert set(job_ids) == {job_id(p["metadata"]["event_id"]) for p in payloads}
+
+
+def test_a_client_gone_mid_body_is_an_outcome_logged_at_info_without_a_traceback(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    head = f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nX-Kayle-Signature: t=1,v1=00\r\n\r\n"
+    with serving(env, tmp_path / "serve.log") as receiver:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", receiver.port), timeout=10) as sock:
+                sock.sendall(head.encode() + b"a" * 100)  # and the other 4900 bytes never come
+
+        def gone() -> float:
+            text = httpx.get(receiver.admin_url + "/metrics", timeout=10).text
+            return _sample(text, "kayle_deliveries_total", outcome="client_gone")
+
+        wait_until(lambda: gone() == 3, "three client_gone outcomes in /metrics")
+    text = receiver.log.read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    outcomes = [line for line in lines if line.get("outcome") == "client_gone"]
+    assert [(line["level"], line["status"]) for line in outcomes] == [("info", 499)] * 3
+    assert [line for line in lines if line["level"] == "error"] == []
+    assert "Traceback" not in text and "ClientDisconnect" not in text
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0

@@ -16,23 +16,25 @@ import socket
 import string
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from kayle_webhooks.testing import encrypt_payload
 from receiver import jwe, signature
 from receiver.app import create_app
+from receiver.errors import RejectionCode
 from receiver.jobs import job_id
 from receiver.settings import Config
 from tests.helpers.privacy import claim_values, leaks
 from tests.helpers.processes import command, free_port, running, subprocess_env, wait_for_http
 from tests.helpers.receiver import Answer, call_asgi, header_list
-from tests.helpers.sending import PATH
+from tests.helpers.sending import PATH, client_limits
 from tests.helpers.vectors import FIXTURE_KID, FIXTURE_TIME, Fixture
 
 REJECTED = {400, 408, 413, 422}
@@ -187,6 +189,9 @@ def test_arbitrary_headers_and_bodies_are_rejected_without_a_crash(app, loop, re
     check()
     assert count >= 7000
     assert redis_client.dbsize() == 0
+    # Outcome labels are our own codes, whatever the requests carried.
+    outcomes = {s.labels["outcome"] for m in REGISTRY.collect() for s in m.samples if m.name == "kayle_deliveries"}
+    assert outcomes and outcomes <= {"accepted", "duplicate", *get_args(RejectionCode)}
 
 
 def test_validly_signed_mutated_jwes_are_never_accepted_as_forgeries(app, loop, fixtures, redis_client, config, caplog):
@@ -249,11 +254,31 @@ def test_authenticated_non_json_or_odd_plaintext_is_422(app, loop, fixtures, con
 
 
 # Deep enough to exhaust the JSON parser's recursion, small enough to stay under the body cap once encrypted.
-@pytest.mark.parametrize("plaintext", [b"[" * 100_000, b'{"a":' * 30_000])
+ROUTABLE_BUT_DEEP = b'{"type":"x.y","metadata":{"event_id":"evt_deep"},"data":' + b"[" * 1_000 + b"]" * 1_000 + b"}"
+
+
+@pytest.mark.parametrize(
+    "plaintext", [b"[" * 1_000 + b"]" * 1_000, ROUTABLE_BUT_DEEP, b"[" * 100_000, b'{"a":' * 30_000]
+)
 def test_authenticated_deeply_nested_json_is_422(app, loop, fixtures, config, plaintext):
     public = config.keyring[FIXTURE_KID].public_key()
     body = jwe.encrypt(plaintext, public, FIXTURE_KID)
-    assert send(loop, app, signed(fixtures[0], body), body).status == 422
+    answer = send(loop, app, signed(fixtures[0], body), body)
+    assert (answer.status, answer.json()["error"]["code"]) == (422, "payload_invalid")
+
+
+def nested_header(fixture: Fixture, depth: int) -> bytes:
+    """The fixture's JWE with a protected header nested ``depth`` deep (closed when that fits the body cap)."""
+    nesting = "[" * depth + ("]" * depth if depth <= 50_000 else "")
+    header = '{"alg":"RSA-OAEP-256","enc":"A256GCM","kid":"%s","typ":%s}' % (FIXTURE_KID, nesting)  # noqa: UP031
+    return ".".join([b64(header.encode()), *fixture.body.decode().split(".")[1:]]).encode()
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_a_deeply_nested_jwe_header_validly_signed_is_400_jwe_malformed(app, loop, fixtures, depth):
+    body = nested_header(fixtures[0], depth)
+    answer = send(loop, app, signed(fixtures[0], body), body)
+    assert (answer.status, answer.json()["error"]["code"]) == (400, "jwe_malformed")
 
 
 def test_oversized_bodies_are_413_whether_declared_or_streamed(app, loop, fixtures, config):
@@ -312,7 +337,7 @@ def test_a_real_receiver_survives_a_hostile_slice_and_stays_healthy(env, fixture
     with running(command("serve", "--port", str(port)), serve_env, log_path) as process:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", process=process)
         url = f"http://127.0.0.1:{port}{PATH}"
-        with httpx.Client(timeout=15) as http:
+        with httpx.Client(timeout=15, limits=client_limits()) as http:
 
             @fuzz(300)
             @given(st.sampled_from(fixtures), st.data())
@@ -336,6 +361,9 @@ def test_a_real_receiver_survives_a_hostile_slice_and_stays_healthy(env, fixture
             slow = raw_exchange(port, head + b"abc", pause_after=2.5)
             assert slow.startswith(b"HTTP/1.1 408"), slow[:100]
             garbage = raw_exchange(port, b"\x16\x03\x01\x02\x00GARBAGE\r\n\r\n", timeout=5)
+            deep = nested_header(fixtures[0], 100_000)
+            headers = {**fixtures[0].headers, signature.HEADER: signature.sign(fixtures[0].secret, FIXTURE_TIME, deep)}
+            assert http.post(url, content=deep, headers=headers).status_code == 400
             assert not garbage.startswith(b"HTTP/1.1 5"), garbage[:100]
             assert http.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
             genuine = http.post(url, content=fixtures[1].body, headers=fixtures[1].headers)

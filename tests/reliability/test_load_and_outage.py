@@ -22,7 +22,7 @@ from kayle_webhooks.testing import SignedRequest, encrypt_payload, sign_request
 from tests.helpers.privacy import claims_of, leaks
 from tests.helpers.processes import PATIENCE, command, free_port, running, wait_for_http, wait_until
 from tests.helpers.redis import marked, own_redis
-from tests.helpers.sending import PATH, Event, make_events, resigned, send_all, send_until_2xx
+from tests.helpers.sending import PATH, Event, client_limits, make_events, resigned, send_all, send_until_2xx
 from tests.helpers.vectors import FIXTURE_KID
 from tests.helpers.workers import assert_handled_exactly_once, worker_env
 
@@ -61,7 +61,7 @@ def test_duplicates_under_load_are_accepted_once_and_handled_once(env, config, t
     with running(command("serve", "--port", str(port)), serve_env, tmp_path / "serve.log") as server:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", process=server)
         url = f"http://127.0.0.1:{port}{PATH}"
-        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        limits = client_limits(32)
         with httpx.Client(timeout=15, limits=limits) as http:
 
             def one(request: SignedRequest) -> None:
@@ -96,7 +96,7 @@ def test_redis_stopping_mid_load_loses_nothing_acknowledged(env, config, tmp_pat
 
             def one(item: Event) -> None:
                 payload, request = item
-                with httpx.Client(timeout=15) as http:
+                with httpx.Client(timeout=15, limits=client_limits()) as http:
                     outcomes[payload["metadata"]["event_id"]] = send_until_2xx(http, url, request, secret, answers)
                 progress.release()
 
@@ -148,7 +148,7 @@ def test_a_full_queue_turns_the_excess_away_and_takes_it_once_workers_catch_up(e
             assert not sender.is_alive()
             wait_until(lambda: Queue("kayle", connection=redis_client).count == 0, "the queue drained")
             assert_handled_eventually(tmp_path / "records.jsonl", events)
-        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        metrics = httpx.get(f"http://127.0.0.1:{serve_env['KAYLE_ADMIN_PORT']}/metrics", timeout=10).text
     assert set(outcomes.values()) == {"accepted"} and len(outcomes) == 60
     assert 'kayle_deliveries_total{outcome="queue_full"}' in metrics
     assert "the queue is full" in (tmp_path / "serve.log").read_text()

@@ -25,7 +25,7 @@ from tests.helpers.plugins import EXAMPLE_MODULE, EXAMPLE_PLUGIN
 from tests.helpers.privacy import claim_values, leaks
 from tests.helpers.processes import PATIENCE, command, free_port, running, stop_group, wait_for_http, wait_until
 from tests.helpers.receiver import post_all
-from tests.helpers.sending import PATH
+from tests.helpers.sending import PATH, client_limits
 from tests.helpers.vectors import OTHER_KID, REPO, Fixture, by_name
 from tests.helpers.workers import (
     RECORDER,
@@ -154,7 +154,7 @@ async def send(url: str, deliveries: list[tuple[str, bytes]], secret: str) -> li
             assert response.status_code == 200, response.text
             return str(response.json()["status"])
 
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=PATIENCE, limits=client_limits(16)) as http:
         return await asyncio.gather(*(one(http, n, body) for n, (_, body) in enumerate(deliveries)))
 
 
