@@ -6,6 +6,7 @@ Warnings (such as Redis persistence being off) are printed but do not make it fa
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 from redis import Redis
 from redis.exceptions import RedisError
 
+from receiver import error_reports, tracing
 from receiver.connections import display_url, sync_redis
 from receiver.persistence import FIX, WARNING, read_persistence
 from receiver.settings import ConfigError, Settings, keyring_of, read_settings, signing_secrets
@@ -46,7 +48,7 @@ def check() -> Report:
     except ConfigError as error:
         report.fail(f"configuration: {error}", _FIX_VARIABLE)
         return report
-    for part in (_check_secrets, _check_keys, _check_redis, _check_handlers):
+    for part in (_check_secrets, _check_keys, _check_redis, _check_handlers, _check_telemetry):
         part(report, settings)
     return report
 
@@ -146,3 +148,15 @@ def _check_handlers(report: Report, settings: Settings) -> None:
         report.ok(f"handlers for {line}")
     for warning, fix in unknown_type_warnings(registry):
         report.warn(warning, fix)
+
+
+def _check_telemetry(report: Report, settings: Settings) -> None:
+    exporters = tracing.exporters_requested(os.environ)
+    if exporters and not tracing.sdk_installed():
+        report.warn(tracing.NO_SDK, tracing.NO_SDK_FIX)
+    elif exporters:
+        report.ok(f"tracing on: {', '.join(exporters)}")
+    if settings.sentry_dsn is not None and not error_reports.sdk_installed():
+        report.fail("error reports: KAYLE_SENTRY_DSN is set but sentry-sdk is not installed", error_reports.SENTRY_FIX)
+    elif settings.sentry_dsn is not None:
+        report.ok("error reports to Sentry (KAYLE_SENTRY_DSN)")

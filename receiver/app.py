@@ -19,12 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from receiver import jwe, metrics, signature
+from receiver import error_reports, jwe, metrics, signature, tracing
 from receiver.admin import healthz
 from receiver.body import read_body
 from receiver.connections import async_redis, sync_redis
 from receiver.envelope import read_envelope
-from receiver.errors import DeliveryRejected, RejectionCode
+from receiver.errors import DeliveryRejected, RejectionCode, Unavailable, type_name
 from receiver.intake import Intake, Outcome
 from receiver.jobs import JobArgs
 from receiver.logs import log
@@ -51,7 +51,7 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
             return jwe.unwrap_key(parsed, config.keyring)
         return await asyncio.get_running_loop().run_in_executor(decrypting, jwe.unwrap_key, parsed, config.keyring)
 
-    async def receive(request: Request) -> Response:
+    async def deliver(request: Request, span: tracing.Span) -> Response:
         started = time.perf_counter()
         facts: dict[str, str | None] = {
             "delivery_id": _header(request, "x-kayle-delivery-id"),
@@ -77,13 +77,23 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
                 delivery_id=facts["delivery_id"],
                 received_at=clock(),
                 seal=sealer.seal(cek, parsed.kid, envelope.event_id, parsed.protected),
+                traceparent=tracing.traceparent(),  # the worker's span of this event is a child of this one
             )
             outcome = await intake.store(job)
         except DeliveryRejected as rejection:
-            _log_request(rejection.code, rejection.status, facts, started)
+            _log_request(span, rejection.code, rejection.status, facts, started)
+            if isinstance(rejection, Unavailable):
+                error_reports.message(error_reports.UNAVAILABLE, cause=_cause_type(rejection), **_tags(facts))
             return JSONResponse(rejection.body(), status_code=rejection.status)
-        _log_request(outcome, 200, facts, started)
+        except Exception as unexpected:  # a bug: answered 500 by Starlette, reported without its message
+            error_reports.exception(unexpected, **_tags(facts))
+            raise
+        _log_request(span, outcome, 200, facts, started)
         return JSONResponse({"status": outcome, "event_id": envelope.event_id})
+
+    async def receive(request: Request) -> Response:
+        with tracing.span("kayle.delivery", kind="server") as span:
+            return await deliver(request, span)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -118,7 +128,21 @@ def _header(request: Request, name: str) -> str | None:
     return value[:_MAX_LOGGED_HEADER] if value is not None else None
 
 
-def _log_request(outcome: Outcome | RejectionCode, status: int, facts: dict[str, str | None], started: float) -> None:
+def _tags(facts: dict[str, str | None]) -> dict[str, str | None]:
+    """The facts as error report tags, named as the workers' are."""
+    return {"event_type" if name == "type" else name: value for name, value in facts.items()}
+
+
+def _cause_type(rejection: DeliveryRejected) -> str | None:
+    return type_name(rejection.__cause__) if rejection.__cause__ is not None else None
+
+
+def _log_request(
+    span: tracing.Span, outcome: Outcome | RejectionCode, status: int, facts: dict[str, str | None], started: float
+) -> None:
+    span.set(outcome=outcome, status=status, **facts)
+    if status >= 500:
+        span.fail(outcome)
     seconds = time.perf_counter() - started
     metrics.observe(outcome, seconds)
     duration_ms = round(seconds * 1000, 2)

@@ -82,3 +82,9 @@ class QueueFull(DeliveryRejected):
 
     def __init__(self, limit: int) -> None:
         super().__init__("queue_full", f"{limit} events are waiting for handlers; retry later")
+
+
+def type_name(exc: BaseException) -> str:
+    """The exception's type, module-qualified unless built in: what is kept of an exception, never its message."""
+    kind = type(exc)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"

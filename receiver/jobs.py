@@ -37,6 +37,7 @@ class JobArgs:
     delivery_id: str | None
     received_at: float
     seal: str | None = None  # the content key, sealed for the worker (receiver.seal)
+    traceparent: str | None = None  # the receiver's span, W3C traceparent (receiver.tracing), when tracing is on
 
     def kwargs(self) -> dict[str, Any]:
         # Spelled out: dataclasses.asdict deep-copies, which is slow on the request path.
@@ -48,6 +49,7 @@ class JobArgs:
             "delivery_id": self.delivery_id,
             "received_at": self.received_at,
             "seal": self.seal,
+            "traceparent": self.traceparent,
         }
 
 

@@ -17,7 +17,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from receiver import logs
+from receiver import error_reports, logs, tracing
 from receiver.admin import ByListener, create_admin_app
 from receiver.app import create_app
 from receiver.logs import log
@@ -32,6 +32,7 @@ def serve(host: str, port: int, processes: int | None, admin_host: str | None, a
     config = load_config()  # fail here, once, with a one-line message, before uvicorn starts
     settings = config.settings
     logs.configure(settings.log_format, settings.log_level)
+    error_reports.setup(settings, "receiver")  # a DSN without sentry-sdk: fail here, once
     admin_host = admin_host or settings.admin_host
     admin_port = settings.admin_port if admin_port is None else admin_port
     if admin_port == port:
@@ -93,6 +94,9 @@ def app_from_environment() -> ByListener:
     """The factory ``uvicorn --factory`` calls in each receiver process."""
     config = load_config()
     logs.configure(config.settings.log_format, config.settings.log_level)
+    # Here, in each receiver process (uvicorn spawns them): a client made before would not be inherited.
+    tracing.setup("kayle-webhooks-receiver")
+    error_reports.setup(config.settings, "receiver")
     return ByListener(create_app(config), create_admin_app(config), config.settings.admin_port)
 
 

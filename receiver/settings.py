@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -15,6 +16,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from receiver.keyring import KeyFileError, Keyring, load_keyring
 
+#: A Sentry DSN: http(s)://<public key>@<host>[:port][/path]/<project id>.
+_SENTRY_DSN = re.compile(r"https?://[^@/:\s]+(:[^@/\s]*)?@[^/@\s]+(/[^\s]*)?/\d+/?")
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
 #: A list setting: comma-separated in the environment.
@@ -58,6 +61,8 @@ class Settings(BaseSettings):
     api_key_file: Path | None = None
     api_url: str = "https://api.kayle.id"
     endpoint_id: str = ""
+    sentry_dsn: SecretStr | None = None
+    sentry_sample_rate: float = Field(1.0, ge=0, le=1)
 
     @field_validator("signing_secrets", "handlers", "retry_intervals", mode="before")
     @classmethod
@@ -77,6 +82,18 @@ class Settings(BaseSettings):
                 f"KAYLE_FAILURE_TTL_SECONDS ({self.failure_ttl_seconds} s): a redelivery would be taken for a new event"
             )
         return self
+
+    @field_validator("sentry_dsn", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _sentry_dsn_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _SENTRY_DSN.fullmatch(value.get_secret_value()):
+            raise ValueError("must be a Sentry DSN, https://<public key>@<host>/<project id> (see your Sentry project)")
+        return value
 
     @field_validator("path")
     @classmethod

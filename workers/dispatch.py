@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 from rq.job import get_current_job
 
+from receiver import error_reports, tracing
 from receiver import jwe as jwe_format
 from receiver.envelope import envelope_of, load_payload
-from receiver.errors import JweRejected, PayloadRejected
+from receiver.errors import JweRejected, PayloadRejected, type_name
 from receiver.keyring import Keyring
 from receiver.logs import log
 from receiver.seal import Sealer
@@ -94,31 +95,38 @@ def handle_delivery(
     delivery_id: str | None,
     received_at: float,
     seal: str | None = None,
+    traceparent: str | None = None,
 ) -> None:
     """Run one event's unfinished handlers (the job contract of :mod:`receiver.jobs`)."""
     runtime = current_runtime()
     job = get_current_job()
     if not isinstance(job, KayleJob):
         raise TypeError("handle_delivery runs in kayle-webhooks workers only (their job class is KayleJob)")
-    event = read_event(jwe, event_id, runtime.keyring, seal, runtime.sealer)
-    handlers = runtime.registry.for_type(event.type)
-    if not handlers:
-        counted_as = event.type if event.type in KNOWN_EVENT_TYPES else OTHER_TYPE  # a bounded set of labels
-        job.defer(lambda pipe: record_unhandled(pipe, counted_as))
-        log(logger, logging.INFO, "event unhandled", event_id=event_id, type=event.type, attempt=job.attempt)
-        return
-    context = Context(
-        event_id=event_id,
-        event_type=event.type,
-        delivery_id=delivery_id,
-        kid=kid,
-        received_at=datetime.fromtimestamp(received_at, UTC),
-        attempt=job.attempt,
-    )
-    pending = [h for h in handlers if h.name not in job.done]
-    failures = _run_all(pending, event, context, job)
-    if failures:
-        _fail(job, context, failures, len(handlers))
+    with tracing.span(
+        "kayle.event", kind="consumer", parent=traceparent, event_id=event_id, type=event_type, kid=kid,
+        delivery_id=delivery_id, attempt=job.attempt,
+    ) as span:
+        event = read_event(jwe, event_id, runtime.keyring, seal, runtime.sealer)
+        handlers = runtime.registry.for_type(event.type)
+        if not handlers:
+            span.set(outcome="unhandled")
+            counted_as = event.type if event.type in KNOWN_EVENT_TYPES else OTHER_TYPE  # a bounded set of labels
+            job.defer(lambda pipe: record_unhandled(pipe, counted_as))
+            log(logger, logging.INFO, "event unhandled", event_id=event_id, type=event.type, attempt=job.attempt)
+            return
+        context = Context(
+            event_id=event_id,
+            event_type=event.type,
+            delivery_id=delivery_id,
+            kid=kid,
+            received_at=datetime.fromtimestamp(received_at, UTC),
+            attempt=job.attempt,
+        )
+        pending = [h for h in handlers if h.name not in job.done]
+        failures = _run_all(pending, event, context, job)
+        span.set(outcome="failed" if failures else "handled")
+        if failures:
+            _fail(job, context, failures, len(handlers))
     log(
         logger,
         logging.INFO,
@@ -168,12 +176,31 @@ def _run_all(handlers: list[Handler], event: BaseEvent, context: Context, job: K
     completed: set[str] = set()
     for index, handler in enumerate(handlers):
         last = index == len(handlers) - 1
-        started = time.perf_counter()
+        # Each handler gets an event of its own; the last one can have the original, which nothing reads after.
+        failed = _run_one(handler, event if last else event.model_copy(deep=True), context, job)
+        if failed is not None:
+            failure, stop = failed
+            failures.append(failure)
+            if stop:
+                break  # the job's time is up or the process is stopping: leave the rest for the retry
+            continue
+        completed.add(handler.name)
+        job.defer(partial(job.record_done, set(completed)))
+        if not last:
+            job.flush()  # stored before the next handler starts; the last one's waits for RQ's round trip
+    return failures
+
+
+def _run_one(handler: Handler, event: BaseEvent, context: Context, job: KayleJob) -> tuple[Failure, bool] | None:
+    """Run one handler in its span; if it raised, its failure and whether the run must stop there."""
+    started = time.perf_counter()
+    with tracing.span("kayle.handler", handler=handler.name, attempt=context.attempt) as span:
         try:
-            # Each handler gets an event of its own; the last one can have the original, which nothing reads after.
-            handler.func(event if last else event.model_copy(deep=True), replace(context, handler=handler.name))
-        except BaseException as exc:  # every handler error is recorded, sanitized, below
-            failures.append(_failure_of(handler, exc))
+            handler.func(event, replace(context, handler=handler.name))
+        except BaseException as exc:  # every handler error is recorded, sanitized, here
+            failure = _failure_of(handler, exc)
+            span.set(outcome="error")
+            span.fail(failure.error_type)
             job.defer(_run_figures(handler.name, "error", time.perf_counter() - started))
             log(
                 logger,
@@ -182,18 +209,17 @@ def _run_all(handlers: list[Handler], event: BaseEvent, context: Context, job: K
                 event_id=context.event_id,
                 type=context.event_type,
                 handler=handler.name,
-                error=failures[-1].error_type,
+                error=failure.error_type,
                 attempt=context.attempt,
             )
-            if not isinstance(exc, Exception) or _is_timeout(exc):
-                break  # the job's time is up or the process is stopping: leave the rest for the retry
-            continue
-        completed.add(handler.name)
+            error_reports.exception(
+                exc, event_id=context.event_id, event_type=context.event_type, handler=handler.name,
+                attempt=context.attempt, kid=context.kid,
+            )
+            return failure, not isinstance(exc, Exception) or _is_timeout(exc)
+        span.set(outcome="ok")
         job.defer(_run_figures(handler.name, "ok", time.perf_counter() - started))
-        job.defer(partial(job.record_done, set(completed)))
-        if not last:
-            job.flush()  # stored before the next handler starts; the last one's waits for RQ's round trip
-    return failures
+    return None
 
 
 def _run_figures(handler: str, outcome: HandlerOutcome, seconds: float) -> Callable[[Pipeline], object]:
@@ -208,21 +234,16 @@ def _is_timeout(exc: BaseException) -> bool:
 
 def _failure_of(handler: Handler, exc: BaseException) -> Failure:
     """The exception's type (and its causes' types) and frames: never its message or locals."""
-    kinds = [_type_name(exc)]
+    kinds = [type_name(exc)]
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     while cause is not None and len(kinds) < 5:
-        kinds.append(_type_name(cause))
+        kinds.append(type_name(cause))
         cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
     return Failure(handler.name, " <- ".join(kinds), _frames(exc.__traceback__))
 
 
-def _type_name(exc: BaseException) -> str:
-    kind = type(exc)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-
-
 def _frames(tb: TracebackType | None) -> list[str]:
-    frames = traceback.extract_tb(tb)[1:]  # the first frame is the call in _run_all
+    frames = traceback.extract_tb(tb)[1:]  # the first frame is the call in _run_one
     return [f'  File "{f.filename}", line {f.lineno}, in {f.name}' for f in frames[-_MAX_FRAMES:]]
 
 

@@ -14,13 +14,14 @@ from typing import Any, cast
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import SimpleWorker, Worker
+from rq import Queue, SimpleWorker, Worker
+from rq.executions import Execution
 from rq.job import Job
 from rq.worker import BaseWorker
 from rq.worker_pool import WorkerPool
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from receiver import jwe, logs
+from receiver import error_reports, jwe, logs, tracing
 from receiver.connections import display_url, sync_redis
 from receiver.jobs import SERIALIZER
 from receiver.logs import log
@@ -31,6 +32,10 @@ from workers.plugins import load_handlers, unknown_type_warnings
 from workers.registry import Registry
 
 logger = logging.getLogger("kayle.worker")
+
+
+#: How long a work horse waits, at most, for its spans and error reports to be sent before it exits.
+HORSE_FLUSH_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,14 @@ class KayleWorker(Worker):
         super().__init__(*args, **kwargs)
         self.heartbeat_grace = heartbeat_grace
 
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        try:
+            return bool(super().perform_job(job, queue, execution))
+        finally:
+            if self.is_horse:  # os._exit follows, which runs no atexit hook: send this job's spans and reports now
+                tracing.flush(HORSE_FLUSH_SECONDS)
+                error_reports.flush(HORSE_FLUSH_SECONDS)
+
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         interval = float(self.job_monitoring_interval)
         if job.timeout and job.timeout > 0:
@@ -77,6 +90,8 @@ def run(*, burst: bool, simple: bool, processes: int) -> None:
     config = load_config(need_secrets=False)
     settings = config.settings
     logs.configure(settings.log_format, settings.log_level)
+    error_reports.setup(settings, "worker")
+    tracing.setup("kayle-webhooks-worker")  # each process builds its exporters at its first span, after any fork
     registry = load_handlers(settings)
     if not len(registry):
         raise ConfigError(

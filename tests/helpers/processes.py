@@ -64,13 +64,14 @@ def wait_for_http(url: str, timeout: float = PATIENCE, process: subprocess.Popen
 
 @contextmanager
 def running(
-    argv: list[str], env: Mapping[str, str], log_path: Path, cwd: Path = REPO
+    argv: list[str], env: Mapping[str, str], log_path: Path, cwd: Path = REPO, stdout_path: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A real subprocess in a process group of its own, output captured to ``log_path``; on exit it is
-    terminated, and its whole group killed if it does not stop."""
-    with log_path.open("ab") as log:
+    """A real subprocess in a process group of its own, output captured to ``log_path`` (its stdout to
+    ``stdout_path`` if given); on exit it is terminated, and its whole group killed if it does not stop."""
+    with log_path.open("ab") as log, (stdout_path or Path(os.devnull)).open("ab") as out:
         process = subprocess.Popen(
-            argv, env=dict(env), stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+            argv, env=dict(env), stdout=out if stdout_path else log, stderr=log if stdout_path else subprocess.STDOUT,
+            cwd=cwd, start_new_session=True,
         )
     try:
         yield process
@@ -97,15 +98,18 @@ class Receiver:
 
 
 @contextmanager
-def serving(env: Mapping[str, str], log_path: Path, **extra: str) -> Iterator[Receiver]:
-    """``kayle-webhooks serve`` with ``env`` (and ``extra``) on a free port, once its admin ``/readyz`` answers."""
+def serving(
+    env: Mapping[str, str], log_path: Path, stdout_path: Path | None = None, until: str = "/readyz", **extra: str
+) -> Iterator[Receiver]:
+    """``kayle-webhooks serve`` with ``env`` (and ``extra``) on a free port, once its admin ``until`` path
+    answers (``/healthz`` when Redis may be down); its stdout to ``stdout_path`` if given."""
     environment = subprocess_env(env, **extra)
     admin_port = int(environment.get("KAYLE_ADMIN_PORT") or free_port())
     environment["KAYLE_ADMIN_PORT"] = str(admin_port)
     port = free_port()
-    with running(command("serve", "--port", str(port)), environment, log_path) as process:
+    with running(command("serve", "--port", str(port)), environment, log_path, stdout_path=stdout_path) as process:
         receiver = Receiver(process, port, admin_port, log_path)
-        wait_for_http(f"{receiver.admin_url}/readyz", process=process)
+        wait_for_http(f"{receiver.admin_url}{until}", process=process)
         yield receiver
 
 

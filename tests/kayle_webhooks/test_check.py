@@ -144,3 +144,16 @@ def test_a_redis_open_to_the_network_without_a_password_is_warned_about(env, tmp
 def _own_addresses() -> list[str]:
     found = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10).stdout.split()
     return [a for a in found if "." in a]
+
+
+def test_tracing_and_error_reports_asked_for_without_their_packages_are_reported(env, tmp_path: Path) -> None:
+    from tests.helpers.telemetry import import_watch
+
+    asked = {"OTEL_TRACES_EXPORTER": "console", "KAYLE_SENTRY_DSN": "https://public@sentry.example/1"}
+    present = check(env, KAYLE_HANDLERS="tests.plugins.recorder", **asked)
+    assert "ok    tracing on: console" in present.stdout and "ok    error reports to Sentry" in present.stdout
+    missing = check(env, KAYLE_HANDLERS="tests.plugins.recorder", **asked, **import_watch(tmp_path, refuse=True))
+    assert missing.returncode == 1
+    assert "WARN  tracing is off: OTEL_* variables ask for traces" in missing.stdout
+    assert "FAIL  error reports: KAYLE_SENTRY_DSN is set but sentry-sdk is not installed" in missing.stdout
+    assert "public@" not in missing.stdout + present.stdout
