@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +105,19 @@ def recorder_handlers(event_type: str) -> set[str]:
     return own | {"audit", "flaky", "broken", "hang"}
 
 
-def assert_handled_exactly_once(record_path: Path, events: Mapping[str, str]) -> None:
-    """Every recorder handler of every event (id -> type) completed, and exactly once."""
+TALLY = "tests.plugins.tally"  # two light handlers, for loads: first and second, for every event
+
+
+def tally_handlers(event_type: str) -> set[str]:
+    return {"first", "second"}
+
+
+def assert_handled_exactly_once(
+    record_path: Path, events: Mapping[str, str], handlers_for: Callable[[str], set[str]] = recorder_handlers
+) -> None:
+    """Every handler of every event (id -> type) completed, and exactly once (the recorder's, or ``handlers_for``)."""
     counts = ok_counts(read_records(record_path))
-    expected = {(handler, event_id) for event_id, kind in events.items() for handler in recorder_handlers(kind)}
+    expected = {(handler, event_id) for event_id, kind in events.items() for handler in handlers_for(kind)}
     missing = expected - set(counts)
     twice = {key: n for key, n in counts.items() if n != 1}
     assert not missing, f"{len(missing)} handler runs missing, e.g. {sorted(missing)[:3]}"

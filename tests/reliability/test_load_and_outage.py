@@ -24,7 +24,7 @@ from tests.helpers.processes import PATIENCE, command, free_port, running, wait_
 from tests.helpers.redis import marked, own_redis
 from tests.helpers.sending import PATH, Event, client_limits, make_events, resigned, send_all, send_until_2xx
 from tests.helpers.vectors import FIXTURE_KID
-from tests.helpers.workers import assert_handled_exactly_once, worker_env
+from tests.helpers.workers import TALLY, assert_handled_exactly_once, tally_handlers, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def test_duplicates_under_load_are_accepted_once_and_handled_once(env, config, t
             sends.append(sign_request(encrypt_payload(payload, public, FIXTURE_KID), payload["type"], secret))
     rng.shuffle(sends)
     port = free_port()
-    serve_env = worker_env(env, tmp_path)
+    serve_env = worker_env(env, tmp_path, KAYLE_HANDLERS=TALLY)
     statuses: dict[str, int] = {}
     lock = threading.Lock()
     with running(command("serve", "--port", str(port)), serve_env, tmp_path / "serve.log") as server:
@@ -75,7 +75,8 @@ def test_duplicates_under_load_are_accepted_once_and_handled_once(env, config, t
                 list(pool.map(one, sends))
     assert statuses == {"accepted": 3500, "duplicate": 1500}
     run_workers(serve_env, tmp_path / "worker.log")
-    assert_handled_exactly_once(tmp_path / "records.jsonl", {p["metadata"]["event_id"]: p["type"] for p, _ in unique})
+    handled = {p["metadata"]["event_id"]: p["type"] for p, _ in unique}
+    assert_handled_exactly_once(tmp_path / "records.jsonl", handled, tally_handlers)
     assert_nothing_leaked(redis_client, unique, tmp_path / "serve.log", tmp_path / "worker.log")
 
 
@@ -88,7 +89,7 @@ def test_redis_stopping_mid_load_loses_nothing_acknowledged(env, config, tmp_pat
     outcomes: dict[str, str] = {}
     with own_redis(tmp_path / "redis") as server:
         port = free_port()
-        serve_env = worker_env(env, tmp_path, KAYLE_REDIS_URL=server.url)
+        serve_env = worker_env(env, tmp_path, KAYLE_REDIS_URL=server.url, KAYLE_HANDLERS=TALLY)
         with running(command("serve", "--port", str(port)), serve_env, tmp_path / "serve.log") as receiver:
             wait_for_http(f"http://127.0.0.1:{port}/healthz", process=receiver)
             url = f"http://127.0.0.1:{port}{PATH}"
@@ -122,7 +123,7 @@ def test_redis_stopping_mid_load_loses_nothing_acknowledged(env, config, tmp_pat
         assert client.llen("rq:queue:kayle") == len(events)
         run_workers(serve_env, tmp_path / "worker.log")
         handled = {p["metadata"]["event_id"]: p["type"] for p, _ in events}
-        assert_handled_exactly_once(tmp_path / "records.jsonl", handled)
+        assert_handled_exactly_once(tmp_path / "records.jsonl", handled, tally_handlers)
         assert_nothing_leaked(client, events, tmp_path / "serve.log", tmp_path / "worker.log")
 
 
@@ -132,7 +133,7 @@ def test_a_full_queue_turns_the_excess_away_and_takes_it_once_workers_catch_up(e
     exactly once."""
     secret = config.secrets[0]
     events = make_events(60, config.keyring[FIXTURE_KID].public_key(), FIXTURE_KID, secret)
-    serve_env = worker_env(env, tmp_path, KAYLE_MAX_PENDING_EVENTS="20")
+    serve_env = worker_env(env, tmp_path, KAYLE_MAX_PENDING_EVENTS="20", KAYLE_HANDLERS=TALLY)
     port = free_port()
     answers: list[int] = []
     outcomes: dict[str, str] = {}
@@ -158,12 +159,12 @@ def test_a_full_queue_turns_the_excess_away_and_takes_it_once_workers_catch_up(e
 def assert_handled_eventually(record_path: Path, events: list[Event]) -> None:
     handled = {payload["metadata"]["event_id"]: payload["type"] for payload, _ in events}
     wait_until(lambda: _all_handled(record_path, handled), "every handler of every event completing")
-    assert_handled_exactly_once(record_path, handled)
+    assert_handled_exactly_once(record_path, handled, tally_handlers)
 
 
 def _all_handled(record_path: Path, handled: dict[str, str]) -> bool:
     try:
-        assert_handled_exactly_once(record_path, handled)
+        assert_handled_exactly_once(record_path, handled, tally_handlers)
     except AssertionError:
         return False
     return True

@@ -43,12 +43,14 @@ from tests.helpers.redis import marked
 from tests.helpers.sending import PATH, Event, event_ids, make_events, send_all
 from tests.helpers.vectors import FIXTURE_KID
 from tests.helpers.workers import (
+    TALLY,
     assert_handled_exactly_once,
     failed_ids,
     handled_again,
     ok_counts,
     pending,
     read_records,
+    tally_handlers,
     worker_env,
 )
 
@@ -172,7 +174,7 @@ def interrupt_receiver_under_load(
     """``count`` events from 8 senders retrying like Kayle; ``sig`` to the receiver once a third are accepted;
     a new receiver on the same port takes the rest, until every sender is done."""
     events = events_for(config, count)
-    serve_env = worker_env(env, tmp_path)
+    serve_env = worker_env(env, tmp_path, KAYLE_HANDLERS=TALLY)
     port = free_port()
     url = f"http://127.0.0.1:{port}{PATH}"
     serve = command("serve", "--port", str(port))
@@ -214,7 +216,8 @@ def test_a_receiver_killed_mid_load_and_restarted_loses_nothing_it_acknowledged(
     for event_id in ids:
         assert marked(redis_client, event_id) and redis_client.exists(Job.key_for(job_id(event_id))), event_id
     run_workers(run.serve_env, tmp_path / "worker.log")
-    assert_handled_exactly_once(tmp_path / "records.jsonl", {p["metadata"]["event_id"]: p["type"] for p, _ in events})
+    handled = {p["metadata"]["event_id"]: p["type"] for p, _ in events}
+    assert_handled_exactly_once(tmp_path / "records.jsonl", handled, tally_handlers)
     assert failed_ids(redis_client, QUEUE) == []
 
 
