@@ -16,7 +16,17 @@ from redis.exceptions import RedisError
 
 from receiver import error_reports, tracing
 from receiver.connections import display_url, sync_redis
-from receiver.persistence import FIX, WARNING, read_persistence
+from receiver.persistence import (
+    EVICTION_FIX,
+    EVICTION_UNKNOWN,
+    EVICTION_UNKNOWN_FIX,
+    FIX,
+    NO_EVICTION,
+    WARNING,
+    eviction_problem,
+    read_eviction_policy,
+    read_persistence,
+)
 from receiver.settings import ConfigError, Settings, keyring_of, read_settings, signing_secrets
 from workers.plugins import handler_lines, load_handlers, unknown_type_warnings
 
@@ -79,10 +89,12 @@ def _check_keys(report: Report, settings: Settings) -> None:
 
 def _check_redis(report: Report, settings: Settings) -> None:
     url = display_url(settings.redis_url)
-    client = sync_redis(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    client = sync_redis(settings, socket_connect_timeout=3, socket_timeout=5)
     try:
         version = client.info("server").get("redis_version", "?")
         persistence = read_persistence(client)
+        policy = read_eviction_policy(client)
+        replicas = int(client.info("replication").get("connected_slaves", 0))
     except (RedisError, OSError) as error:
         report.fail(
             f"Redis at {url} is unreachable ({type(error).__name__})",
@@ -101,6 +113,21 @@ def _check_redis(report: Report, settings: Settings) -> None:
         )
     else:
         report.ok(f"Redis persistence on: {persistence.summary}")
+    if policy is None:
+        report.warn(EVICTION_UNKNOWN, EVICTION_UNKNOWN_FIX)
+    elif policy != NO_EVICTION:
+        report.fail(eviction_problem(policy), EVICTION_FIX)
+    else:
+        report.ok("Redis maxmemory-policy noeviction: markers and jobs are never evicted")
+    wanted = settings.redis_min_replicas
+    if wanted and replicas < wanted:
+        report.fail(
+            f"KAYLE_REDIS_MIN_REPLICAS is {wanted} but the Redis primary has {replicas} connected replica(s): "
+            "every event would be answered 503 not_replicated",
+            "start the replicas (and check their replicaof/masterauth), or lower KAYLE_REDIS_MIN_REPLICAS",
+        )
+    elif wanted:
+        report.ok(f"Redis primary has {replicas} connected replica(s); events wait for {wanted}")
     exposed = _open_to_the_network(settings.redis_url)
     if exposed:
         report.warn(

@@ -29,7 +29,7 @@ from kayle_webhooks import keys
 from kayle_webhooks.testing import build_request, sample_payload
 from receiver.connections import display_url, sync_redis
 from receiver.keyring import load_private_key
-from receiver.settings import ConfigError, read_settings
+from receiver.settings import ConfigError, Settings, read_settings
 from workers.models import KNOWN_EVENT_TYPES
 
 DEMO_KID = "demo-key"
@@ -44,7 +44,7 @@ class Stopped(Exception):
 def run_demo(port: int, directory: Path) -> None:
     base = directory.resolve()
     env = _prepare(base)
-    _require_redis(env["KAYLE_REDIS_URL"])
+    _require_redis(read_settings())
     url = f"http://127.0.0.1:{port}"
     admin_port = _free_port()  # not the default: two demos, or a demo and a service, must not collide
     path = read_settings().path
@@ -107,12 +107,12 @@ def _prepare(base: Path) -> dict[str, str]:
     return env
 
 
-def _require_redis(url: str) -> None:
+def _require_redis(settings: Settings) -> None:
     try:
-        sync_redis(url, socket_connect_timeout=2).ping()
+        sync_redis(settings, socket_connect_timeout=2).ping()
     except (RedisError, OSError):
         raise ConfigError(
-            f"KAYLE_REDIS_URL: no Redis answers at {display_url(url)}; start one (scripts/demo does)"
+            f"KAYLE_REDIS_URL: no Redis answers at {display_url(settings.redis_url)}; start one (scripts/demo does)"
         ) from None
 
 

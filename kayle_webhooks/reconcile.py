@@ -105,7 +105,7 @@ def _accepted_here(settings: Settings, event_ids: list[str]) -> set[str] | None:
     """Events whose dedup marker is in Redis; None (and a message) when Redis cannot be asked."""
     if not event_ids:
         return set()
-    client = sync_redis(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+    client = sync_redis(settings, socket_timeout=5, socket_connect_timeout=3)
     try:
         return dedup.seen(client, settings.dedup_ttl_seconds, event_ids)
     except RedisError as exc:

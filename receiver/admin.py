@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from receiver import metrics
 from receiver.connections import async_redis
+from receiver.persistence import NO_EVICTION, read_eviction_policy_async
 from receiver.settings import Config
 
 
@@ -26,14 +27,17 @@ async def healthz(request: Request) -> Response:
 
 def create_admin_app(config: Config) -> Starlette:
     # A Redis pool of its own: a scrape never waits for, nor holds, a connection a delivery needs.
-    redis = async_redis(config.settings.redis_url)
+    redis = async_redis(config.settings)
     queue = config.settings.queue
 
     async def readyz(request: Request) -> Response:
         try:
             await redis.ping()
+            policy = await read_eviction_policy_async(redis)
         except (RedisError, OSError):
             return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
+        if policy is not None and policy != NO_EVICTION:  # its start-up log and `check` say why and what to do
+            return JSONResponse({"status": "unavailable", "redis": "may_evict", "maxmemory_policy": policy}, 503)
         return JSONResponse({"status": "ready", "keys": len(config.keyring)})
 
     async def metrics_endpoint(request: Request) -> Response:

@@ -28,9 +28,19 @@ from receiver.errors import DeliveryRejected, RejectionCode, Unavailable, type_n
 from receiver.intake import Intake, Outcome
 from receiver.jobs import JobArgs
 from receiver.logs import log
-from receiver.persistence import FIX, WARNING, read_persistence
+from receiver.persistence import (
+    EVICTION_FIX,
+    EVICTION_UNKNOWN,
+    EVICTION_UNKNOWN_FIX,
+    FIX,
+    NO_EVICTION,
+    WARNING,
+    eviction_problem,
+    read_eviction_policy,
+    read_persistence,
+)
 from receiver.seal import Sealer
-from receiver.settings import Config
+from receiver.settings import Config, Settings
 
 logger = logging.getLogger("kayle.receiver")
 
@@ -40,7 +50,7 @@ _MAX_LOGGED_HEADER = 200
 
 def create_app(config: Config, clock: Clock = time.time) -> Starlette:
     settings = config.settings
-    redis = async_redis(settings.redis_url)
+    redis = async_redis(settings)
     intake = Intake(redis, settings)
     sealer = Sealer(config.keyring)
     threads = settings.decrypt_threads
@@ -100,7 +110,7 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
         log(logger, logging.INFO, "receiver ready", path=settings.path, kids=",".join(config.keyring))
         for warning, fix in config.keyring.warnings:
             log(logger, logging.WARNING, warning, fix=fix)
-        await asyncio.to_thread(_warn_when_unpersisted, settings.redis_url)
+        await asyncio.to_thread(_warn_when_unpersisted, settings)
         yield
         await redis.aclose()
         if decrypting is not None:
@@ -112,11 +122,17 @@ def create_app(config: Config, clock: Clock = time.time) -> Starlette:
     return app
 
 
-def _warn_when_unpersisted(url: str) -> None:
-    client = sync_redis(url, socket_connect_timeout=2, socket_timeout=5)
+def _warn_when_unpersisted(settings: Settings) -> None:
+    """Log what would lose acknowledged events: persistence off, or an eviction policy other than noeviction."""
+    client = sync_redis(settings, socket_connect_timeout=2, socket_timeout=5)
     try:
         if read_persistence(client).off:
             log(logger, logging.WARNING, WARNING, fix=FIX)
+        policy = read_eviction_policy(client)
+        if policy is None:
+            log(logger, logging.WARNING, EVICTION_UNKNOWN, fix=EVICTION_UNKNOWN_FIX)
+        elif policy != NO_EVICTION:
+            log(logger, logging.ERROR, eviction_problem(policy), fix=EVICTION_FIX)
     except (RedisError, OSError):
         log(logger, logging.WARNING, "Redis is unreachable at start-up; deliveries are answered 503 until it is back")
     finally:

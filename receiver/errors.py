@@ -27,6 +27,7 @@ RejectionCode = Literal[
     "payload_invalid",
     "unavailable",
     "queue_full",
+    "not_replicated",
 ]
 
 
@@ -82,6 +83,17 @@ class QueueFull(DeliveryRejected):
 
     def __init__(self, limit: int) -> None:
         super().__init__("queue_full", f"{limit} events are waiting for handlers; retry later")
+
+
+class NotReplicated(Unavailable):
+    """Fewer than ``KAYLE_REDIS_MIN_REPLICAS`` replicas confirmed the event in time; Kayle must retry (the retry
+    is a duplicate, or accepted again if a failover lost the write)."""
+
+    def __init__(self, wanted: int) -> None:
+        self.wanted = wanted
+        DeliveryRejected.__init__(
+            self, "not_replicated", f"the event did not reach {wanted} Redis replica(s) in time; retry later"
+        )
 
 
 def type_name(exc: BaseException) -> str:

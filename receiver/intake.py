@@ -1,7 +1,8 @@
 """Intake: an event's dedup marker and its RQ job, written in one atomic step (a Lua script).
 
 Deliveries that arrive while a batch of script calls is on its way to Redis go together in the
-next pipeline; each call stays atomic on its own (docs/design.md).
+next pipeline; each call stays atomic on its own (docs/design.md). With ``KAYLE_REDIS_MIN_REPLICAS``
+the pipeline ends with one ``WAIT`` for the whole batch.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rq.queue import Queue
 from rq.registry import ScheduledJobRegistry
 
 from receiver import dedup
-from receiver.errors import QueueFull, Unavailable
+from receiver.errors import NotReplicated, QueueFull, Unavailable
 from receiver.jobs import JobArgs, JobTemplate, job_id
 from receiver.logs import log
 from receiver.settings import Settings
@@ -52,6 +53,10 @@ mark(ARGV[2], tonumber(ARGV[3]))
 return 1
 """
 ACCEPTED, DUPLICATE, QUEUE_FULL = 1, 0, 2
+
+#: Incremented before each WAIT: the write moves the connection's replication offset past every write Redis ran
+#: before it, so the WAIT also covers the first copy of an event this batch found a duplicate of.
+WAIT_PROBE_KEY = "kayle:replication:probe"
 
 
 def _lua_string(value: str | int | bytes) -> str:
@@ -96,6 +101,9 @@ class Intake:
         self._queues_key = Queue.redis_queues_keys
         self._scheduled_key = ScheduledJobRegistry.key_template.format(settings.queue)
         self._full = False  # the last intake found the queue full: say so once, and once again when it is not
+        self._min_replicas = settings.redis_min_replicas
+        self._replica_timeout_ms = settings.redis_replica_timeout_ms
+        self._unreplicated = False  # the last batch was not confirmed by enough replicas (logged on change)
         self._waiting: list[tuple[_Call, asyncio.Future[int]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -166,20 +174,47 @@ class Intake:
         _settle(batch, replies)
 
     async def _run(self, calls: list[_Call]) -> list[object]:
-        replies = await self._pipeline(calls)
+        replies, replicas = await self._pipeline(calls)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:  # Redis restarted or its scripts were flushed: load ours, run those calls again
             await self._redis.script_load(self._script)
-            for i, reply in zip(missing, await self._pipeline([calls[i] for i in missing]), strict=True):
+            again, replicas = await self._pipeline([calls[i] for i in missing])  # its WAIT covers the first run too
+            for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
+        if self._min_replicas:
+            self._note_replication(replicas)
+            if not isinstance(replicas, int):
+                return [replicas if isinstance(reply, int) else reply for reply in replies]
+            if replicas < self._min_replicas:
+                short = NotReplicated(self._min_replicas)
+                return [short if reply in (ACCEPTED, DUPLICATE) else reply for reply in replies]
         return replies
 
-    async def _pipeline(self, calls: list[_Call]) -> list[object]:
+    async def _pipeline(self, calls: list[_Call]) -> tuple[list[object], object]:
+        """The script's replies for ``calls`` and, with ``KAYLE_REDIS_MIN_REPLICAS``, the replicas ``WAIT``
+        counted (on the same connection, so after these writes)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for call in calls:
                 pipe.evalsha(self._sha, _KEYS, *call)
+            if self._min_replicas:
+                pipe.incr(WAIT_PROBE_KEY)
+                pipe.wait(self._min_replicas, self._replica_timeout_ms)
             replies: list[object] = await pipe.execute(raise_on_error=False)
-        return replies
+        if self._min_replicas:
+            return replies[: len(calls)], replies[-1]
+        return replies, None
+
+    def _note_replication(self, replicas: object) -> None:
+        short = not isinstance(replicas, int) or replicas < self._min_replicas
+        if short == self._unreplicated:
+            return
+        self._unreplicated = short
+        if short:
+            log(logger, logging.WARNING, "Redis replicas did not confirm the events in time: they are answered 503 "
+                "not_replicated until enough replicas are back (Kayle retries them)",
+                min_replicas=self._min_replicas, replicas=replicas if isinstance(replicas, int) else None)
+        else:
+            log(logger, logging.INFO, "Redis replicas confirm the events again", min_replicas=self._min_replicas)
 
 
 def _settle(batch: list[tuple[_Call, asyncio.Future[int]]], replies: list[object]) -> None:
@@ -188,6 +223,8 @@ def _settle(batch: list[tuple[_Call, asyncio.Future[int]]], replies: list[object
             continue
         if isinstance(reply, int):
             answer.set_result(reply)
+        elif isinstance(reply, NotReplicated):
+            answer.set_exception(NotReplicated(reply.wanted))  # one exception per caller
         else:
             unavailable = Unavailable()
             unavailable.__cause__ = reply if isinstance(reply, BaseException) else None

@@ -1,10 +1,12 @@
-"""Is Redis persisting what we acknowledge? An unpersisted Redis loses accepted events on restart."""
+"""Is Redis keeping what we acknowledge? An unpersisted Redis loses accepted events on restart; one that may
+evict keys drops dedup markers (events handled twice) and jobs (events lost) when its memory is full."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ResponseError
 
 WARNING = "Redis persistence is off: a restart loses events already acknowledged to Kayle"
@@ -39,3 +41,38 @@ def read_persistence(client: Redis) -> Persistence:
             return Persistence(None, None)
         return Persistence(bool(info.get("aof_enabled")), None)
     return Persistence(aof, rdb)
+
+
+NO_EVICTION = "noeviction"
+EVICTION_FIX = (
+    "set `maxmemory-policy noeviction` in redis.conf (or CONFIG SET maxmemory-policy noeviction); "
+    "KAYLE_MAX_PENDING_EVENTS keeps the queue from filling Redis"
+)
+EVICTION_UNKNOWN = "Redis maxmemory-policy could not be read (CONFIG is not allowed)"
+EVICTION_UNKNOWN_FIX = (
+    "verify in your Redis provider's settings that maxmemory-policy is noeviction "
+    "(managed Redis often defaults to volatile-lru, which can evict markers and jobs)"
+)
+
+
+def eviction_problem(policy: str) -> str:
+    return (
+        f"Redis maxmemory-policy is {policy}, not noeviction: when its memory fills, Redis may evict dedup markers "
+        "(events handled twice) and queued jobs (acknowledged events lost)"
+    )
+
+
+def read_eviction_policy(client: Redis) -> str | None:
+    """Redis's ``maxmemory-policy``; ``None`` where CONFIG is not allowed (managed Redis, ACL)."""
+    try:
+        return str(client.config_get("maxmemory-policy").get("maxmemory-policy"))
+    except ResponseError:
+        return None
+
+
+async def read_eviction_policy_async(client: AsyncRedis) -> str | None:
+    try:
+        found = await client.config_get("maxmemory-policy")
+    except ResponseError:
+        return None
+    return str(found.get("maxmemory-policy"))

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, NonNegativeInt, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from receiver.connections import check_url
 from receiver.keyring import KeyFileError, Keyring, load_keyring
 
 #: A Sentry DSN: http(s)://<public key>@<host>[:port][/path]/<project id>.
@@ -36,6 +37,9 @@ class Settings(BaseSettings):
     signing_secrets_file: Path | None = None
     key_dir: Path | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password_file: Path | None = None
+    redis_min_replicas: int = Field(0, ge=0, le=100)
+    redis_replica_timeout_ms: int = Field(500, ge=1, le=3000)
     path: str = "/webhooks/kayle"
     tolerance_seconds: int = Field(300, ge=0)
     dedup_ttl_seconds: int = Field(864000, ge=60)
@@ -104,10 +108,18 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_url_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    def _redis_url_shape(cls, value: str) -> str:
+        check_url(value)
         return value
+
+    @model_validator(mode="after")
+    def _one_redis_password(self) -> Settings:
+        if self.redis_password_file is not None and "@" in self.redis_url.partition("://")[2]:
+            raise ValueError(
+                "KAYLE_REDIS_PASSWORD_FILE and a password in KAYLE_REDIS_URL are both set: keep the file and "
+                "take the user:password@ part out of the URL"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -126,7 +138,8 @@ def read_settings() -> Settings:
         error = exc.errors()[0]
         if not error["loc"]:  # a rule across several settings: its message names them
             raise ConfigError(str(error["msg"]).removeprefix("Value error, ")) from None
-        raise ConfigError(f"KAYLE_{str(error['loc'][0]).upper()}: {error['msg']}") from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"KAYLE_{str(error['loc'][0]).upper()}: {message}") from None
 
 
 def load_config(*, need_secrets: bool = True) -> Config:
@@ -159,6 +172,20 @@ def signing_secrets(settings: Settings) -> list[str]:
                 f"(it must start with {SECRET_PREFIX}; use the whole string Kayle returned)"
             )
     return found
+
+
+def redis_password(settings: Settings) -> str | None:
+    """The Redis password from ``KAYLE_REDIS_PASSWORD_FILE`` (its first line), or ``None`` when it is not set."""
+    path = settings.redis_password_file
+    if path is None:
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"KAYLE_REDIS_PASSWORD_FILE: cannot read {path} ({exc.strerror})") from None
+    if not lines or not lines[0].strip():
+        raise ConfigError(f"KAYLE_REDIS_PASSWORD_FILE: {path} is empty; write the Redis password on its first line")
+    return lines[0].strip()
 
 
 def key_dir(settings: Settings, option: str | None = None) -> Path:

@@ -103,7 +103,7 @@ def run(*, burst: bool, simple: bool, processes: int) -> None:
     _log_start(settings, registry, processes=processes, simple=simple, burst=burst)
     for warning, fix in config.keyring.warnings:
         log(logger, logging.WARNING, warning, fix=fix)
-    connection = _connect(settings.redis_url)
+    connection = _connect(settings)
     factory = worker_factory(settings, simple=simple)
     if processes > 1:
         pool = WorkerPool(
@@ -142,13 +142,13 @@ def work_burst(settings: Settings, connection: Redis) -> bool:
     return bool(worker.work(burst=True, with_scheduler=True, logging_level=settings.log_level))
 
 
-def _connect(url: str) -> Redis:
-    connection = sync_redis(url)
+def _connect(settings: Settings) -> Redis:
+    connection = sync_redis(settings)
     try:
         connection.ping()
     except (RedisError, OSError) as exc:
         raise ConfigError(
-            f"KAYLE_REDIS_URL: cannot reach Redis at {display_url(url)} ({type(exc).__name__}); "
+            f"KAYLE_REDIS_URL: cannot reach Redis at {display_url(settings.redis_url)} ({type(exc).__name__}); "
             "start it or point KAYLE_REDIS_URL at one that answers"
         ) from None
     return connection

@@ -139,4 +139,4 @@ def send_test(url: str, event_type: str | None, count: int, repeat: int, allow_u
 def _redis(settings: Settings) -> Redis:
     from receiver.connections import sync_redis
 
-    return sync_redis(settings.redis_url, socket_connect_timeout=3, socket_timeout=10)
+    return sync_redis(settings, socket_connect_timeout=3, socket_timeout=10)

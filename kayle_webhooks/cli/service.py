@@ -59,7 +59,7 @@ def worker_alive() -> int:
     from workers.process import live_workers_on
 
     settings = read_settings()
-    client = sync_redis(settings.redis_url, socket_connect_timeout=3, socket_timeout=5)
+    client = sync_redis(settings, socket_connect_timeout=3, socket_timeout=5)
     host = socket.gethostname()
     alive = live_workers_on(host, client, settings.queue)
     if not alive:

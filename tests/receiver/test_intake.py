@@ -140,7 +140,7 @@ async def test_one_bad_event_in_a_batch_fails_alone(config, fixtures, redis_clie
 
     bad, *good = fixtures[:4]
     redis_client.set(f"rq:job:{job_id(bad.event_id)}", "not a hash")
-    client = async_redis(config.settings.redis_url)
+    client = async_redis(config.settings)
     intake = Intake(client, config.settings)
     jobs = [JobArgs(f.body.decode(), f.event_id, f.type, "kid", None, FIXTURE_TIME) for f in [bad, *good]]
     try:
