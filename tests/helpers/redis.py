@@ -14,7 +14,7 @@ import redis
 
 from receiver import dedup
 from receiver.settings import read_settings
-from tests.helpers.processes import free_port
+from tests.helpers.processes import free_port, wait_until
 
 DEADLINE = 60.0
 
@@ -64,15 +64,19 @@ class RedisServer:
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        argv = ["redis-server", "--bind", self.host, "--port", str(self.port), "--dir", str(self.directory)]
+        config = [option for option in self.options[:1] if not option.startswith("--")]  # a file comes first
+        argv = ["redis-server", *config, "--bind", self.host, "--port", str(self.port), "--dir", str(self.directory)]
+        argv += self.options[len(config) :]
         with (self.directory / "redis.log").open("ab") as log:
-            self.process = subprocess.Popen([*argv, *self.options], stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         client = self.client()
         deadline = time.monotonic() + DEADLINE
         while True:
             try:
                 if client.ping():
                     break
+            except redis.AuthenticationError:  # it answers: it requires a password
+                break
             except (redis.ConnectionError, redis.BusyLoadingError):
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise TimeoutError(f"redis-server on port {self.port} did not start") from None
@@ -108,3 +112,76 @@ def mark(client: redis.Redis, event_id: str) -> None:
     digest = dedup.Digest.of(event_id)
     script = dedup.prelude(read_settings().dedup_ttl_seconds) + "mark(ARGV[1], tonumber(ARGV[2]))"
     client.eval(script, 0, digest.value, digest.spread)
+
+
+#: Options for a server whose data need not survive its own restart (it is promoted or re-synced instead).
+IN_MEMORY = ("--appendonly", "no", "--save", "")
+SERVICE = "mymaster"
+
+
+def replica_options(primary: RedisServer) -> tuple[str, ...]:
+    return (*IN_MEMORY, "--replicaof", primary.host, str(primary.port))
+
+
+def wait_in_sync(replica: RedisServer) -> None:
+    """Until ``replica``'s link to its primary is up (its first full sync done)."""
+
+    def synced() -> bool:
+        with replica.client() as client:
+            return client.info("replication").get("master_link_status") == "up"
+
+    wait_until(synced, f"replica on port {replica.port} in sync")
+
+
+@dataclass
+class Sentinels:
+    """Three sentinels (``redis-server --sentinel``) monitoring ``primary`` as :data:`SERVICE`, quorum 2, quick to
+    declare a primary down and fail over (``down_after_ms``)."""
+
+    directory: Path
+    primary: RedisServer
+    down_after_ms: int = 1000
+    servers: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"{s.host}:{s.port}" for s in self.servers)
+        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+
+    def start(self) -> None:
+        for number in range(3):
+            directory = self.directory / f"sentinel-{number}"
+            directory.mkdir(parents=True, exist_ok=True)
+            conf = directory / "sentinel.conf"  # sentinel rewrites it: the replicas and peers it learns
+            conf.write_text(
+                f"sentinel monitor {SERVICE} {self.primary.host} {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {SERVICE} {self.down_after_ms * 4}\n"
+                f"sentinel parallel-syncs {SERVICE} 1\n"
+            )
+            server = RedisServer(directory, options=(str(conf), "--sentinel"))
+            server.start()
+            self.servers.append(server)
+        wait_until(self._acquainted, "sentinels know each other and the replica")
+
+    def _acquainted(self) -> bool:
+        for server in self.servers:
+            with server.client() as client:
+                state = client.sentinel_master(SERVICE)
+                if int(state["num-other-sentinels"]) < 2 or int(state["num-slaves"]) < 1:
+                    return False
+        return True
+
+    def primary_port(self) -> int | None:
+        """The primary's port as the first sentinel that answers names it."""
+        for server in self.servers:
+            try:
+                with server.client() as client:
+                    return int(client.sentinel_get_master_addr_by_name(SERVICE)[1])
+            except redis.ConnectionError:
+                continue
+        return None
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
