@@ -6,8 +6,11 @@ a job abandoned by a killed worker runs again within about that long (docs/desig
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -115,9 +118,55 @@ def run(*, burst: bool, simple: bool, processes: int) -> None:
         )
         pool.start(burst=burst, logging_level=settings.log_level)
     else:
-        factory([settings.queue], connection=connection).work(
-            burst=burst, with_scheduler=True, logging_level=settings.log_level
-        )
+        _work_through_outages(factory, settings, connection, burst=burst)
+
+
+def _work_through_outages(
+    factory: Callable[..., BaseWorker], settings: Settings, connection: Redis, *, burst: bool
+) -> None:
+    """Work until stopped; a worker that quits because Redis went away (a failover, a restart) is replaced as
+    soon as Redis, or the primary the sentinels name, answers again (RQ's worker gives up on most Redis errors)."""
+    while True:
+        worker = factory([settings.queue], connection=connection)
+        try:
+            worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+            failure = "the worker stopped on an error"
+        except (RedisError, OSError) as exc:
+            failure = type(exc).__name__
+        if burst or _stop_was_requested(worker):
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # RQ's handlers expect a running worker
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        log(logger, logging.WARNING, "lost Redis; working again as soon as it answers", cause=failure)
+        _wait_for_redis(connection)
+        _release_scheduler(worker)
+        log(logger, logging.INFO, "Redis answers again; worker starting")
+
+
+def _release_scheduler(worker: BaseWorker) -> None:
+    """Stop the lost worker's scheduler and free its lock, which a failover carries over to the new primary: the
+    next worker's scheduler then fires retries at once, not after the lock's minute runs out."""
+    if worker.scheduler is None:
+        return
+    worker.stop_scheduler()  # type: ignore[no-untyped-call]
+    with contextlib.suppress(RedisError, OSError):  # if not, the lock expires by itself
+        worker.scheduler.release_locks()  # type: ignore[no-untyped-call]
+
+
+def _stop_was_requested(worker: BaseWorker) -> bool:
+    """SIGTERM or SIGINT reached the worker (RQ records when, idle or busy)."""
+    return getattr(worker, "_shutdown_requested_date", None) is not None
+
+
+def _wait_for_redis(connection: Redis) -> None:
+    pause = 0.2
+    while True:
+        try:
+            connection.ping()
+            return
+        except (RedisError, OSError):
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 def worker_factory(settings: Settings, *, simple: bool) -> Callable[..., BaseWorker]:

@@ -115,12 +115,13 @@ def mark(client: redis.Redis, event_id: str) -> None:
 
 
 #: Options for a server whose data need not survive its own restart (it is promoted or re-synced instead).
-IN_MEMORY = ("--appendonly", "no", "--save", "")
+IN_MEMORY = ("--appendonly", "no", "--save", "", "--repl-diskless-sync-delay", "0")
 SERVICE = "mymaster"
 
 
-def replica_options(primary: RedisServer) -> tuple[str, ...]:
-    return (*IN_MEMORY, "--replicaof", primary.host, str(primary.port))
+def replica_options(primary: RedisServer | int) -> tuple[str, ...]:
+    port = primary if isinstance(primary, int) else primary.port
+    return (*IN_MEMORY, "--replicaof", "127.0.0.1", str(port))
 
 
 def wait_in_sync(replica: RedisServer) -> None:
@@ -140,7 +141,7 @@ class Sentinels:
 
     directory: Path
     primary: RedisServer
-    down_after_ms: int = 1000
+    down_after_ms: int = 2000  # short, yet long enough that a busy machine's slow answers are not taken for a death
     servers: list[RedisServer] = field(default_factory=list)
 
     @property
