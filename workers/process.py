@@ -19,7 +19,9 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker, Worker
 from rq.executions import Execution
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
+from rq.utils import now as rq_now
 from rq.worker import BaseWorker
 from rq.worker_pool import WorkerPool
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
@@ -115,6 +117,7 @@ def run(*, burst: bool, simple: bool, processes: int) -> None:
             num_workers=processes,
             worker_class=cast(Any, factory),
             job_class=KayleJob,  # the pool passes its own job_class to each worker, over the factory's
+            queue_class=queue_class(Timing.for_seconds(settings.abandoned_job_seconds).grace),
         )
         pool.start(burst=burst, logging_level=settings.log_level)
     else:
@@ -169,6 +172,24 @@ def _wait_for_redis(connection: Redis) -> None:
             pause = min(pause * 2, 5.0)
 
 
+def queue_class(stranded_after: int) -> type[Queue]:
+    """RQ's queue, except that a job stranded between the queue and the running jobs (dequeued, then the worker or
+    the Redis primary died before it was recorded as started) runs again after ``stranded_after`` seconds, not RQ's
+    fixed minute: after a failover, a job whose dequeue reached the replica but not its start did not."""
+
+    class StrandedAfter(IntermediateQueue):
+        def should_be_cleaned_up(self, job_id: str) -> bool:
+            first_seen = self.get_first_seen(job_id)
+            return first_seen is not None and (rq_now() - first_seen).total_seconds() > stranded_after
+
+    class KayleQueue(Queue):
+        @property
+        def intermediate_queue(self) -> IntermediateQueue:
+            return StrandedAfter(self.key, connection=self.connection)
+
+    return KayleQueue
+
+
 def worker_factory(settings: Settings, *, simple: bool) -> Callable[..., BaseWorker]:
     """Builds workers (``factory(queues, connection=...)``) with the maintenance timing from ``settings``."""
     timing = Timing.for_seconds(settings.abandoned_job_seconds)
@@ -178,6 +199,7 @@ def worker_factory(settings: Settings, *, simple: bool) -> Callable[..., BaseWor
         "maintenance_interval": timing.maintenance,
         "worker_ttl": timing.maintenance + 15,
         "job_class": KayleJob,  # attempts and handler progress travel in the job's own hash
+        "queue_class": queue_class(timing.grace),
         "serializer": SERIALIZER,
     }
     if simple:

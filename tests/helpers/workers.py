@@ -55,10 +55,12 @@ def configure_in_process() -> Settings:
 
 
 def pending(client: redis.Redis, queue: str) -> int:
-    """Jobs still queued, running or scheduled for a retry."""
+    """Jobs still queued, running or scheduled for a retry (or dequeued and not yet started: RQ's intermediate
+    list, where a job stays stranded when its worker or the Redis primary died in between)."""
     q = Queue(queue, connection=client)
     return (
         q.count
+        + int(client.llen(q.intermediate_queue_key))
         + StartedJobRegistry(queue, connection=client).count
         + ScheduledJobRegistry(queue, connection=client).count
     )
