@@ -142,13 +142,16 @@ def _work_through_outages(
         signal.signal(signal.SIGINT, signal.default_int_handler)
         log(logger, logging.WARNING, "lost Redis; working again as soon as it answers", cause=failure)
         _wait_for_redis(connection)
-        _release_scheduler(worker)
+        _retire(worker)
         log(logger, logging.INFO, "Redis answers again; worker starting")
 
 
-def _release_scheduler(worker: BaseWorker) -> None:
-    """Stop the lost worker's scheduler and free its lock, which a failover carries over to the new primary: the
-    next worker's scheduler then fires retries at once, not after the lock's minute runs out."""
+def _retire(worker: BaseWorker) -> None:
+    """Stop what the lost worker left running: its command listener (a thread that would retry for ever) and its
+    scheduler, whose lock a failover carries over to the new primary: freed, the next worker's scheduler fires
+    retries at once, not after the lock's minute runs out."""
+    if worker.pubsub_thread is not None:
+        worker.pubsub_thread.stop()
     if worker.scheduler is None:
         return
     worker.stop_scheduler()  # type: ignore[no-untyped-call]
