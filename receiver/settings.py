@@ -87,7 +87,7 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("sentry_dsn", mode="before")
+    @field_validator("sentry_dsn", "redis_password_file", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -165,13 +165,14 @@ def _stop_was_requested(worker: BaseWorker) -> bool:
 
 
 def _wait_for_redis(connection: Redis) -> None:
-    pause = 0.2
+    """Until Redis answers; a pause first, so that a worker that keeps stopping on some other error does not spin."""
+    pause = 0.5
     while True:
+        time.sleep(pause)
         try:
             connection.ping()
             return
         except (RedisError, OSError):
-            time.sleep(pause)
             pause = min(pause * 2, 5.0)
 
 

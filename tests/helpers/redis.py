@@ -142,6 +142,7 @@ class Sentinels:
     directory: Path
     primary: RedisServer
     down_after_ms: int = 2000  # short, yet long enough that a busy machine's slow answers are not taken for a death
+    auth: str | None = None  # the data nodes' password (the sentinels themselves have none)
     servers: list[RedisServer] = field(default_factory=list)
 
     @property
@@ -159,6 +160,7 @@ class Sentinels:
                 f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}\n"
                 f"sentinel failover-timeout {SERVICE} {self.down_after_ms * 4}\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
+                + (f"sentinel auth-pass {SERVICE} {self.auth}\n" if self.auth else "")
             )
             server = RedisServer(directory, options=(str(conf), "--sentinel"))
             server.start()

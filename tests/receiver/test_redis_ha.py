@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,10 @@ from receiver.connections import SentinelUrl, display_url, parse_sentinel_url, s
 from receiver.settings import ConfigError, read_settings
 from tests.helpers.processes import PATIENCE, command
 from tests.helpers.receiver import admin_client, receiver_client
-from tests.helpers.redis import IN_MEMORY, own_redis, replica_options, wait_in_sync
+from tests.helpers.redis import IN_MEMORY, RedisServer, Sentinels, own_redis, replica_options, wait_in_sync
 from tests.helpers.sending import PATH
 from tests.helpers.vectors import REPO
+from tests.helpers.workers import TALLY
 
 
 def test_a_sentinel_url_names_the_sentinels_the_service_and_the_database() -> None:
@@ -143,3 +145,38 @@ async def test_a_redis_that_may_evict_fails_check_logs_an_error_and_is_not_ready
             with server.client() as client:
                 client.config_set("maxmemory-policy", "noeviction")
             assert (await admin.get("/readyz")).status_code == 200
+
+
+@pytest.mark.slow
+def test_commands_find_the_primary_through_the_sentinels(env, tmp_path: Path) -> None:
+    """`check` and `worker --burst` reach the primary the sentinels name; `check` counts its replicas against
+    KAYLE_REDIS_MIN_REPLICAS and shows the URL without its password."""
+    (tmp_path / "password").write_text("s3cret\n")
+    secured = (*IN_MEMORY, "--requirepass", "s3cret", "--masterauth", "s3cret")
+    primary = RedisServer(tmp_path / "primary", options=secured)
+    replica = RedisServer(tmp_path / "replica", options=(*replica_options(primary), "--requirepass", "s3cret",
+                                                         "--masterauth", "s3cret"))
+    sentinels = Sentinels(tmp_path / "sentinels", primary, auth="s3cret")
+    with ExitStack() as stack:
+        for server in (primary, replica, sentinels):
+            server.start()
+            stack.callback(server.stop)
+        environment = {**os.environ, "KAYLE_REDIS_URL": sentinels.url, "KAYLE_HANDLERS": TALLY,
+                       "KAYLE_TEST_RECORD": str(tmp_path / "records.jsonl"),
+                       "KAYLE_REDIS_PASSWORD_FILE": str(tmp_path / "password")}
+        ready = subprocess.run(command("check"), env={**environment, "KAYLE_REDIS_MIN_REPLICAS": "1"}, cwd=REPO,
+                               capture_output=True, text=True, timeout=120)
+        assert f"reachable at {sentinels.url}" in ready.stdout
+        assert "ok    Redis primary has 1 connected replica(s); events wait for 1" in ready.stdout
+        short = subprocess.run(command("check"), env={**environment, "KAYLE_REDIS_MIN_REPLICAS": "2"}, cwd=REPO,
+                               capture_output=True, text=True, timeout=120)
+        assert short.returncode == 1
+        assert "KAYLE_REDIS_MIN_REPLICAS is 2 but the Redis primary has 1 connected replica(s)" in short.stdout
+        burst = subprocess.run(command("worker", "--burst"), env=environment, cwd=REPO, capture_output=True,
+                               text=True, timeout=120)
+        assert burst.returncode == 0, burst.stderr[-2000:]
+        with_password = subprocess.run(command("check"), cwd=REPO, capture_output=True, text=True, timeout=120,
+                                       env={**environment, "KAYLE_REDIS_PASSWORD_FILE": "",
+                                            "KAYLE_REDIS_URL": sentinels.url.replace("://", "://:s3cret@")})
+        assert "reachable at redis+sentinel://***@127.0.0.1:" in with_password.stdout
+        assert "s3cret" not in with_password.stdout
