@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -18,6 +20,17 @@ PATH = "/webhooks/kayle"
 KEEPALIVE_EXPIRY = 2.0
 
 
+
+
+def sender(connections: int = 10) -> httpx.Client:
+    """A client for deliveries to a local receiver. The deliveries go over plain HTTP, so all clients share one
+    TLS context: each new client would otherwise load the CA bundle, about 20 ms of CPU, when tests make hundreds."""
+    return httpx.Client(timeout=15, limits=client_limits(connections), verify=_tls())
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    return ssl.create_default_context()
 
 
 def client_limits(connections: int = 10) -> httpx.Limits:
@@ -84,7 +97,7 @@ def send_all(
 
     def one(item: Event) -> None:
         payload, request = item
-        with httpx.Client(timeout=15, limits=client_limits(1)) as http:
+        with sender(1) as http:
             outcomes[payload["metadata"]["event_id"]] = send_until_2xx(http, url, request, secret, answers)
 
     with ThreadPoolExecutor(senders) as pool:

@@ -8,12 +8,11 @@ import socket
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
 from receiver.machine import usable_cpus
 from tests.helpers.processes import command, free_port, serving, subprocess_env
-from tests.helpers.sending import PATH, client_limits
+from tests.helpers.sending import PATH, sender
 from tests.helpers.vectors import Fixture
 
 pytestmark = pytest.mark.slow
@@ -23,7 +22,7 @@ def test_metrics_and_readiness_are_on_the_admin_port_only(
     env: dict[str, str], fixtures: list[Fixture], tmp_path: Path
 ) -> None:
     default = {k: v for k, v in env.items() if k != "KAYLE_RECEIVER_PROCESSES"}  # one process per usable CPU
-    with serving(default, tmp_path / "serve.log") as receiver, httpx.Client(timeout=15, limits=client_limits()) as http:
+    with serving(default, tmp_path / "serve.log") as receiver, sender() as http:
         for path in ("/metrics", "/readyz", "/metrics/", "/admin/metrics"):
             assert http.get(receiver.url + path).status_code == 404, path
         assert http.get(receiver.url + "/healthz").status_code == 200

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 import redis
@@ -44,7 +43,7 @@ from tests.helpers.processes import (
     wait_for_http,
     wait_until,
 )
-from tests.helpers.sending import PATH, Event, client_limits, event_ids, make_events, send_until_2xx
+from tests.helpers.sending import PATH, Event, event_ids, make_events, send_until_2xx, sender
 from tests.helpers.vectors import FIXTURE_KID
 from tests.helpers.workers import failed_ids, handled_again, pending
 from workers.effects import TABLE
@@ -156,8 +155,7 @@ def is_horse_of(pid: int, group: int) -> bool:
 
 def send(url: str, events: list[Event], secret: str) -> list[str]:
     """8 concurrent senders on one HTTP client, each retrying until its delivery is answered 2xx."""
-    limits = client_limits(8)
-    with httpx.Client(timeout=15, limits=limits) as http, ThreadPoolExecutor(8) as pool:
+    with sender(8) as http, ThreadPoolExecutor(8) as pool:
         return list(pool.map(lambda event: send_until_2xx(http, url, event[1], secret, []), events))
 
 

@@ -17,14 +17,14 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
+from rq import Worker
 
 from tests.helpers.privacy import claims_of, leaks
 from tests.helpers.processes import command, free_port, running, serving, wait_until
 from tests.helpers.redis import IN_MEMORY, RedisServer, Sentinels, replica_options, wait_in_sync
-from tests.helpers.sending import PATH, Event, client_limits, event_ids, make_events, send_until_2xx
+from tests.helpers.sending import PATH, Event, event_ids, make_events, send_until_2xx, sender
 from tests.helpers.vectors import FIXTURE_KID
 from tests.helpers.workers import TALLY, failed_ids, ok_counts, pending, read_records, tally_handlers, worker_env
 
@@ -72,12 +72,14 @@ def failover_under_load(env: dict[str, str], config, tmp_path: Path, count: int,
         ]
         for log in logs[2:]:
             stack.enter_context(running(command("worker"), serve_env, log))
+        with primary.client() as client:  # both at work before the kill: a worker starting without Redis exits
+            wait_until(lambda: Worker.count(connection=client) == 2, "both workers registered")
         progress = threading.Semaphore(0)
 
         def one(index: int) -> None:
             payload, request = events[index]
             url = receivers[index % 2].url + PATH
-            with httpx.Client(timeout=15, limits=client_limits(1)) as http:
+            with sender(1) as http:
                 outcomes[payload["metadata"]["event_id"]] = send_until_2xx(http, url, request, secret, answers)
             progress.release()
 

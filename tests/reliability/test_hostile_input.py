@@ -36,7 +36,7 @@ from receiver.settings import Config
 from tests.helpers.privacy import claim_values, leaks
 from tests.helpers.processes import command, free_port, running, subprocess_env, wait_for_http
 from tests.helpers.receiver import Answer, call_asgi, header_list
-from tests.helpers.sending import PATH, client_limits
+from tests.helpers.sending import PATH, sender
 from tests.helpers.vectors import FIXTURE_KID, FIXTURE_TIME, Fixture
 
 REJECTED = {400, 408, 413, 422}
@@ -365,7 +365,7 @@ def test_a_real_receiver_survives_a_hostile_slice_and_stays_healthy(env, fixture
     with running(command("serve", "--port", str(port)), serve_env, log_path) as process:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", process=process)
         url = f"http://127.0.0.1:{port}{PATH}"
-        with httpx.Client(timeout=15, limits=client_limits()) as http:
+        with sender() as http:
 
             @fuzz(300)
             @given(st.sampled_from(fixtures), st.data())

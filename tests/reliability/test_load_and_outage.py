@@ -22,7 +22,7 @@ from kayle_webhooks.testing import SignedRequest, encrypt_payload, sign_request
 from tests.helpers.privacy import claims_of, leaks
 from tests.helpers.processes import PATIENCE, command, free_port, running, wait_for_http, wait_until
 from tests.helpers.redis import marked, own_redis
-from tests.helpers.sending import PATH, Event, client_limits, make_events, resigned, send_all, send_until_2xx
+from tests.helpers.sending import PATH, Event, make_events, resigned, send_all, send_until_2xx, sender
 from tests.helpers.vectors import FIXTURE_KID
 from tests.helpers.workers import TALLY, assert_handled_exactly_once, tally_handlers, worker_env
 
@@ -61,8 +61,7 @@ def test_duplicates_under_load_are_accepted_once_and_handled_once(env, config, t
     with running(command("serve", "--port", str(port)), serve_env, tmp_path / "serve.log") as server:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", process=server)
         url = f"http://127.0.0.1:{port}{PATH}"
-        limits = client_limits(32)
-        with httpx.Client(timeout=15, limits=limits) as http:
+        with sender(32) as http:
 
             def one(request: SignedRequest) -> None:
                 answer = http.post(url, content=request.body, headers=request.headers)
@@ -97,7 +96,7 @@ def test_redis_stopping_mid_load_loses_nothing_acknowledged(env, config, tmp_pat
 
             def one(item: Event) -> None:
                 payload, request = item
-                with httpx.Client(timeout=15, limits=client_limits()) as http:
+                with sender() as http:
                     outcomes[payload["metadata"]["event_id"]] = send_until_2xx(http, url, request, secret, answers)
                 progress.release()
 
