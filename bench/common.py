@@ -174,11 +174,10 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 
     raise TimeoutError(f"nothing answered on port {port} within {timeout} s")
 
 
-def serve_argv(port: int, processes: int | None = None) -> list[str]:
-    """``kayle-webhooks serve`` with its default process count (one per usable CPU), or ``processes``; its admin
-    listener on a free port."""
-    workers = [] if processes is None else ["--workers", str(processes)]
-    return command("serve", "--port", str(port), *workers, "--admin-port", str(free_port()))
+def serve_argv(port: int) -> list[str]:
+    """``kayle-webhooks serve`` with its default process count (one per usable CPU), its admin listener on a free
+    port."""
+    return command("serve", "--port", str(port), "--admin-port", str(free_port()))
 
 
 def default_processes() -> int:

@@ -10,7 +10,7 @@ and stops the clock when no job of those events is left in Redis (RQ deletes a j
 result_ttl=0 on both sides). Rounds interleave the two sides. Target: ours >= 3x the reference, the median of
 the rounds' ratios.
 
-    python -m bench.end_to_end [--events 1500] [--rounds 3] [--worker-processes 1] [--bits 4096]
+    python -m bench.end_to_end [--events 800] [--rounds 3] [--worker-processes 1] [--bits 4096]
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=1500)
+    parser.add_argument("--events", type=int, default=800)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--worker-processes", type=int, default=1)
     parser.add_argument("--connections", type=int, default=16)
