@@ -121,6 +121,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kayle-bench-") as tmp:
         workdir = Path(tmp)
         keys = common.make_keys(workdir, args.bits)
+        print(f"key: {common.describe(keys)}")
         events = common.make_events(args.events, keys.public, common.KID, common.SECRET)
         event_ids = [payload["metadata"]["event_id"] for payload, _ in events]
         port = common.free_port()

@@ -34,6 +34,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kayle-bench-") as tmp:
         workdir = Path(tmp)
         keys = common.make_keys(workdir, args.bits)
+        print(f"key: {common.describe(keys)}")
         with common.private_redis(workdir) as redis:
             port = common.free_port()
             env = common.receiver_env(keys, redis.url)

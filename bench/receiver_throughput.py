@@ -104,7 +104,8 @@ def main() -> None:
             write_requests(files[bits]["warmup"], common.make_deliveries(1000, keys[bits]))
             count = args.deliveries if bits <= 2048 else args.deliveries // 3
             write_requests(files[bits]["main"], common.make_deliveries(count, keys[bits]))
-        print(f"generated the deliveries in {time.monotonic() - started:.1f} s (four event types in turn)")
+        print(f"generated the deliveries in {time.monotonic() - started:.1f} s (four event types in turn); keys: "
+              f"{', '.join(common.describe(keys[bits]) for bits in common.KEY_SIZES)}")
         print(f"kayle: serve with its default {common.default_processes()} processes; reference and ceiling: one "
               f"uvicorn process; wrk: 1 thread, {args.connections} connections, {args.seconds:g} s per run, "
               f"{args.rounds} rounds")

@@ -54,6 +54,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kayle-bench-") as tmp:
         workdir = Path(tmp)
         keys = {bits: common.make_keys(workdir, bits) for bits in common.KEY_SIZES}
+        print(f"keys: {', '.join(common.describe(keys[bits]) for bits in common.KEY_SIZES)}")
         jobs = {bits: common.sealed_jobs(common.make_deliveries(args.jobs, keys[bits]), keys[bits]) for bits in keys}
         with common.private_redis(workdir) as redis:
             # One no-op handler, even where plugins are installed as entry points (the example, in a dev venv).
