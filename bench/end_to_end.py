@@ -4,13 +4,14 @@ pipeline doing the same job plainly: ``bench/reference_receiver.py`` (one uvicor
 ``Worker`` whose job decrypts the JWE again with jwcrypto (``bench/reference_worker.py``).
 
 Both sides run the same number of worker processes, ``--worker-processes`` (default 1: the default of both
-``kayle-webhooks worker`` and ``rq worker``). Each run starts its receiver and workers, waits until the workers
-are registered, sends every pre-generated delivery once (closed loop, ``--connections`` keep-alive connections),
-and stops the clock when no job of those events is left in Redis (RQ deletes a job once it has succeeded;
-result_ttl=0 on both sides). Rounds interleave the two sides. Target: ours >= 3x the reference, the median of
-the rounds' ratios.
+``kayle-webhooks worker`` and ``rq worker``), of the same kind: forking, the default of both, or with
+``--simple`` RQ's in-process ``SimpleWorker`` on both sides. Each run starts its receiver and workers, waits
+until the workers are registered, sends every pre-generated delivery once (closed loop, ``--connections``
+keep-alive connections), and stops the clock when no job of those events is left in Redis (RQ deletes a job
+once it has succeeded; result_ttl=0 on both sides). Rounds interleave the two sides. Target: ours >= 3x the
+reference, the median of the rounds' ratios.
 
-    python -m bench.end_to_end [--events 800] [--rounds 3] [--worker-processes 1] [--bits 4096]
+    python -m bench.end_to_end [--events 800] [--rounds 3] [--worker-processes 1] [--simple] [--bits 4096]
 """
 
 from __future__ import annotations
@@ -69,13 +70,14 @@ def measure(
     client = redis.client()
     client.flushall()
     env = common.receiver_env(keys, redis.url, KAYLE_HANDLERS="bench.noop_handler", KAYLE_LOAD_ENTRY_POINTS="false")
+    simple = ["--simple"] if args.simple else []
     if side == "kayle":
         receiver = common.serve_argv(port)
-        workers = [common.command("worker", "--processes", str(args.worker_processes))]
+        workers = [common.command("worker", "--processes", str(args.worker_processes), *simple)]
         job_keys = [f"rq:job:{job_id(event_id)}" for event_id in event_ids]
     else:
         receiver = common.uvicorn_argv("bench.reference_receiver:app", port)
-        workers = [[sys.executable, "-m", "bench.reference_worker"] for _ in range(args.worker_processes)]
+        workers = [[sys.executable, "-m", "bench.reference_worker", *simple] for _ in range(args.worker_processes)]
         job_keys = [f"rq:job:evt-{event_id}" for event_id in event_ids]
     queue = QUEUE[side]
     with ExitStack() as stack:
@@ -110,12 +112,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=800)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--worker-processes", type=int, default=1)
+    parser.add_argument("--simple", action="store_true", help="in-process workers (RQ SimpleWorker) on both sides")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--bits", type=int, default=DEFAULT_BITS)
     args = parser.parse_args()
     print(f"machine: {common.machine()}")
     print(f"receivers: kayle-webhooks serve ({common.default_processes()} processes, its default) vs the reference "
-          f"receiver (1 uvicorn process); workers: {args.worker_processes} forking process(es) each side; "
+          f"receiver (1 uvicorn process); workers: {args.worker_processes} {'simple' if args.simple else 'forking'} "
+          f"process(es) each side; "
           f"RSA-{args.bits}; {args.events} events per run, {args.connections} connections")
     results: dict[str, list[dict[str, float]]] = {side: [] for side in SIDES}
     with tempfile.TemporaryDirectory(prefix="kayle-bench-") as tmp:
@@ -143,7 +147,8 @@ def main() -> None:
           f" (target >= {TARGET:g}x); ratio of the medians {medians['kayle'] / medians['reference']:.2f}x")
     common.emit(
         "end_to_end",
-        {"bits": args.bits, "worker_processes": args.worker_processes, "events": args.events, "medians": medians,
+        {"bits": args.bits, "worker_processes": args.worker_processes, "simple": args.simple, "events": args.events,
+         "medians": medians,
          "kayle_to_reference": round(ratio, 3), "raw": results},
         [common.check(f"end to end, RSA-{args.bits}: kayle / reference", ratio, f">= {TARGET:g}x", ratio >= TARGET)],
     )
