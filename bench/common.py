@@ -34,9 +34,10 @@ from receiver.keyring import load_keyring
 from receiver.machine import usable_cpus
 from receiver.seal import Sealer
 from receiver.settings import Settings
-from tests.helpers.processes import command, free_port
-from tests.helpers.redis import RedisServer
-from tests.helpers.sending import make_events
+from tests.helpers.processes import command as command
+from tests.helpers.processes import free_port as free_port
+from tests.helpers.redis import RedisServer as RedisServer
+from tests.helpers.sending import make_events as make_events
 
 REPO = Path(__file__).resolve().parents[1]
 KID = "bench-key"

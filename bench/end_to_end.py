@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -54,8 +54,7 @@ def running(argvs: list[list[str]], env: dict[str, str], log: Path) -> Iterator[
                     process.wait()
 
 
-def wait_until(condition: object, what: str, timeout: float = 120) -> None:
-    assert callable(condition)
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

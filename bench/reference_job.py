@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jwcrypto import jwe, jwk
+from jwcrypto import jwe, jwk  # type: ignore[import-untyped]
 
 KEY = jwk.JWK.from_pem(Path(os.environ["REFERENCE_KEY_FILE"]).read_bytes())
 # Build (and check) the private key now, in the worker before it forks: jwcrypto builds it at its first use and

@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from jwcrypto import jwe, jwk
+from jwcrypto import jwe, jwk  # type: ignore[import-untyped]
 from redis import Redis
 from rq import Queue
 from starlette.applications import Starlette
