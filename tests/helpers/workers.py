@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 from rq import Queue
+from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 from receiver.settings import Settings, load_config
@@ -56,11 +57,13 @@ def configure_in_process() -> Settings:
 
 def pending(client: redis.Redis, queue: str) -> int:
     """Jobs still queued, running or scheduled for a retry (or dequeued and not yet started: RQ's intermediate
-    list, where a job stays stranded when its worker or the Redis primary died in between)."""
+    list, where a job stays stranded when its worker or the Redis primary died in between; the list may also
+    keep the id of a job that ran and is gone, until RQ's maintenance drops it, which is not pending)."""
     q = Queue(queue, connection=client)
+    stranded = [job_id.decode() for job_id in client.lrange(q.intermediate_queue_key, 0, -1)]
     return (
         q.count
-        + int(client.llen(q.intermediate_queue_key))
+        + sum(int(client.exists(Job.key_for(job_id))) for job_id in stranded)
         + StartedJobRegistry(queue, connection=client).count
         + ScheduledJobRegistry(queue, connection=client).count
     )
