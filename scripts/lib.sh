@@ -98,6 +98,16 @@ postgres_bin_dir() {
 # The tests of ctx.first_time() on PostgreSQL start a private server of their own (tests/postgres.py) from
 # these binaries; Debian's postgresql package provides them. Without them (and no way to install them)
 # those tests skip.
+# wrk, the HTTP load generator of the benchmarks (bench/run), from Debian's package when missing.
+ensure_wrk() {
+    command -v wrk >/dev/null && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        say "installing wrk with apt-get"
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+    fi
+    command -v wrk >/dev/null || { echo "wrk is needed for the benchmarks: apt-get install wrk" >&2; exit 1; }
+}
+
 ensure_postgres_binaries() {
     postgres_bin_dir >/dev/null && return 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
