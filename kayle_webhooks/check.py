@@ -16,17 +16,7 @@ from redis.exceptions import RedisError
 
 from receiver import error_reports, tracing
 from receiver.connections import display_url, sync_redis
-from receiver.persistence import (
-    EVICTION_FIX,
-    EVICTION_UNKNOWN,
-    EVICTION_UNKNOWN_FIX,
-    FIX,
-    NO_EVICTION,
-    WARNING,
-    eviction_problem,
-    read_eviction_policy,
-    read_persistence,
-)
+from receiver.persistence import FIX, WARNING, eviction_finding, read_eviction_policy, read_persistence
 from receiver.settings import ConfigError, Settings, keyring_of, read_settings, signing_secrets
 from workers.plugins import handler_lines, load_handlers, unknown_type_warnings
 
@@ -113,12 +103,13 @@ def _check_redis(report: Report, settings: Settings) -> None:
         )
     else:
         report.ok(f"Redis persistence on: {persistence.summary}")
-    if policy is None:
-        report.warn(EVICTION_UNKNOWN, EVICTION_UNKNOWN_FIX)
-    elif policy != NO_EVICTION:
-        report.fail(eviction_problem(policy), EVICTION_FIX)
-    else:
+    finding = eviction_finding(policy)
+    if finding is None:
         report.ok("Redis maxmemory-policy noeviction: markers and jobs are never evicted")
+    elif finding.loses:
+        report.fail(finding.text, finding.fix)
+    else:
+        report.warn(finding.text, finding.fix)
     wanted = settings.redis_min_replicas
     if wanted and replicas < wanted:
         report.fail(

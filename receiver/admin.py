@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from receiver import metrics
 from receiver.connections import async_redis
-from receiver.persistence import NO_EVICTION, read_eviction_policy_async
+from receiver.persistence import eviction_finding, read_eviction_policy_async
 from receiver.settings import Config
 
 
@@ -36,7 +36,8 @@ def create_admin_app(config: Config) -> Starlette:
             policy = await read_eviction_policy_async(redis)
         except (RedisError, OSError):
             return JSONResponse({"status": "unavailable", "redis": "unreachable"}, status_code=503)
-        if policy is not None and policy != NO_EVICTION:  # its start-up log and `check` say why and what to do
+        finding = eviction_finding(policy)
+        if finding is not None and finding.loses:  # its start-up log and `check` say why and what to do
             return JSONResponse({"status": "unavailable", "redis": "may_evict", "maxmemory_policy": policy}, 503)
         return JSONResponse({"status": "ready", "keys": len(config.keyring)})
 

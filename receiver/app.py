@@ -28,17 +28,7 @@ from receiver.errors import DeliveryRejected, RejectionCode, Unavailable, type_n
 from receiver.intake import Intake, Outcome
 from receiver.jobs import JobArgs
 from receiver.logs import log
-from receiver.persistence import (
-    EVICTION_FIX,
-    EVICTION_UNKNOWN,
-    EVICTION_UNKNOWN_FIX,
-    FIX,
-    NO_EVICTION,
-    WARNING,
-    eviction_problem,
-    read_eviction_policy,
-    read_persistence,
-)
+from receiver.persistence import FIX, WARNING, eviction_finding, read_eviction_policy, read_persistence
 from receiver.seal import Sealer
 from receiver.settings import Config, Settings
 
@@ -128,11 +118,9 @@ def _warn_when_unpersisted(settings: Settings) -> None:
     try:
         if read_persistence(client).off:
             log(logger, logging.WARNING, WARNING, fix=FIX)
-        policy = read_eviction_policy(client)
-        if policy is None:
-            log(logger, logging.WARNING, EVICTION_UNKNOWN, fix=EVICTION_UNKNOWN_FIX)
-        elif policy != NO_EVICTION:
-            log(logger, logging.ERROR, eviction_problem(policy), fix=EVICTION_FIX)
+        finding = eviction_finding(read_eviction_policy(client))
+        if finding is not None:
+            log(logger, logging.ERROR if finding.loses else logging.WARNING, finding.text, fix=finding.fix)
     except (RedisError, OSError):
         log(logger, logging.WARNING, "Redis is unreachable at start-up; deliveries are answered 503 until it is back")
     finally:

@@ -43,23 +43,38 @@ def read_persistence(client: Redis) -> Persistence:
     return Persistence(aof, rdb)
 
 
-NO_EVICTION = "noeviction"
-EVICTION_FIX = (
+_NO_EVICTION = "noeviction"
+_EVICTION_FIX = (
     "set `maxmemory-policy noeviction` in redis.conf (or CONFIG SET maxmemory-policy noeviction); "
     "KAYLE_MAX_PENDING_EVENTS keeps the queue from filling Redis"
 )
-EVICTION_UNKNOWN = "Redis maxmemory-policy could not be read (CONFIG is not allowed)"
-EVICTION_UNKNOWN_FIX = (
+_EVICTION_UNKNOWN = "Redis maxmemory-policy could not be read (CONFIG is not allowed)"
+_EVICTION_UNKNOWN_FIX = (
     "verify in your Redis provider's settings that maxmemory-policy is noeviction "
     "(managed Redis often defaults to volatile-lru, which can evict markers and jobs)"
 )
 
 
-def eviction_problem(policy: str) -> str:
-    return (
-        f"Redis maxmemory-policy is {policy}, not noeviction: when its memory fills, Redis may evict dedup markers "
-        "(events handled twice) and queued jobs (acknowledged events lost)"
-    )
+@dataclass(frozen=True)
+class Finding:
+    """What to tell the operator about Redis; ``loses``: as it is, events may be lost or handled twice."""
+
+    loses: bool
+    text: str
+    fix: str
+
+
+def eviction_finding(policy: str | None) -> Finding | None:
+    """About ``maxmemory-policy`` (``None``: it could not be read); nothing to say when it is noeviction."""
+    if policy is None:
+        return Finding(False, _EVICTION_UNKNOWN, _EVICTION_UNKNOWN_FIX)
+    if policy != _NO_EVICTION:
+        text = (
+            f"Redis maxmemory-policy is {policy}, not noeviction: when its memory fills, Redis may evict dedup "
+            "markers (events handled twice) and queued jobs (acknowledged events lost)"
+        )
+        return Finding(True, text, _EVICTION_FIX)
+    return None
 
 
 def read_eviction_policy(client: Redis) -> str | None:
