@@ -36,6 +36,7 @@ from receiver.seal import Sealer
 from receiver.settings import Settings
 from tests.helpers.processes import command as command
 from tests.helpers.processes import free_port as free_port
+from tests.helpers.processes import running
 from tests.helpers.redis import RedisServer as RedisServer
 from tests.helpers.sending import make_events as make_events
 
@@ -164,19 +165,9 @@ def receiver_env(keys: Keys, redis_url: str, **extra: str) -> dict[str, str]:
 @contextmanager
 def server(argv: Sequence[str], env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` until ``/healthz`` (or any path) answers on ``port``; terminate it on exit."""
-    with log.open("ab") as out:
-        process = subprocess.Popen(list(argv), env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-        try:
-            wait_for_port(port, process)
-            yield process
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+    with running(list(argv), env, log) as process:
+        wait_for_port(port, process)
+        yield process
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:

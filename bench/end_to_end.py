@@ -18,48 +18,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 from bench import common, openloop
 from kayle_webhooks.keys import DEFAULT_BITS
 from receiver.jobs import job_id
+from tests.helpers.processes import running, wait_until
 
 SIDES = ("kayle", "reference")
 QUEUE = {"kayle": "kayle", "reference": "reference"}
 TARGET = 3.0
-
-
-@contextmanager
-def running(argvs: list[list[str]], env: dict[str, str], log: Path) -> Iterator[None]:
-    """Run every argv in ``argvs`` until the block ends, then stop them (SIGTERM: RQ's warm shutdown)."""
-    with log.open("ab") as out:
-        processes = [subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=common.REPO)
-                     for argv in argvs]
-        try:
-            yield
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout} s")
-        time.sleep(0.05)
 
 
 def measure(
@@ -81,7 +53,8 @@ def measure(
     queue = QUEUE[side]
     with ExitStack() as stack:
         stack.enter_context(common.server(receiver, env, port, workdir / f"{side}-receiver.log"))
-        stack.enter_context(running(workers, env, workdir / f"{side}-worker.log"))
+        for worker in workers:  # stopped with SIGTERM (RQ's warm shutdown), then their process groups
+            stack.enter_context(running(worker, env, workdir / f"{side}-worker.log"))
         wait_until(lambda: client.scard(f"rq:workers:{queue}") >= args.worker_processes, f"{side} workers started")
         started = time.perf_counter()
         outcome = asyncio.run(openloop.closed_loop("127.0.0.1", port, raw, args.connections))

@@ -129,7 +129,7 @@ def wait_in_sync(replica: RedisServer) -> None:
 
     def synced() -> bool:
         with replica.client() as client:
-            return client.info("replication").get("master_link_status") == "up"
+            return bool(client.info("replication").get("master_link_status") == "up")
 
     wait_until(synced, f"replica on port {replica.port} in sync")
 
